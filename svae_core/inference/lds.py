@@ -1,0 +1,382 @@
+r"""Exact inference in a linear-Gaussian chain with Gaussian potentials (information form).
+
+The model, stated once for every routine in this module::
+
+    prior      p(x) = N(x_1 | m1, Q1) ∏_{t=1}^{T-1} N(x_{t+1} | A x_t + b, Q)
+    potentials φ_t(x_t) = exp(h_t·x_t − ½ x_tᵀ J_t x_t),   t = 1..T
+    posterior  q(x) ∝ p(x) ∏_t φ_t(x_t)
+    log_normalizer = log E_{p(x)}[∏_t φ_t(x_t)]   (φ carries no normalising constant)
+
+``x_t ∈ R^D``. A recognition network (or an observation model) supplies (J_t, h_t); J_t is
+symmetric positive semi-definite, dense (T, D, D) or diagonal (T, D). ``J_t = 0, h_t = 0``
+means "step t unobserved" and is handled exactly: such a step leaves the posterior equal to
+prior propagation and adds exactly 0 to the log-normalizer. An all-missing sequence returns
+the prior marginals with log_normalizer 0.
+
+Each routine has two implementations that agree to rounding:
+``method="sequential"`` (``lax.scan``, O(T) depth) and ``method="parallel"`` (prefix sums by
+``lax.associative_scan``, O(log T) depth; Särkkä & García-Fernández 2020). The potential
+update never inverts a covariance or J; it factorises I + ΣJ, which is what makes singular
+J (including J = 0) exact.
+
+All functions are pure, jit-compiled, differentiable in every prior and potential entry,
+and vmap over batches of sequences and of priors.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from svae_core.inference.linalg import (
+    condition_on_potential,
+    lu_factor,
+    lu_solve,
+    psd_solve,
+    symmetrize,
+)
+
+METHODS = ("parallel", "sequential")
+
+
+class LDSPrior(NamedTuple):
+    """Parameters of the linear-Gaussian chain prior.
+
+    m1: (D,) initial mean.  Q1: (D, D) initial covariance (positive definite).
+    A: (D, D) dynamics.  b: (D,) dynamics offset.  Q: (D, D) dynamics noise covariance (PD).
+    """
+
+    m1: jax.Array
+    Q1: jax.Array
+    A: jax.Array
+    b: jax.Array
+    Q: jax.Array
+
+
+class GaussianPotentials(NamedTuple):
+    """Per-step Gaussian potentials φ_t(x) = exp(h_t·x − ½ xᵀ J_t x).
+
+    J: (T, D, D) symmetric PSD, or (T, D) for diagonal J_t.  h: (T, D).
+    J_t = 0 and h_t = 0 mark step t as missing.
+    """
+
+    J: jax.Array
+    h: jax.Array
+
+
+class LDSFiltered(NamedTuple):
+    """Filtered marginals p(x_t | φ_1..φ_t).
+
+    mean: (T, D).  cov: (T, D, D).  log_normalizer: scalar, as in the module docstring.
+    log_normalizer_increments: (T,) their per-step terms log E[φ_t | φ_1..φ_{t-1}].
+    """
+
+    mean: jax.Array
+    cov: jax.Array
+    log_normalizer: jax.Array
+    log_normalizer_increments: jax.Array
+
+    @property
+    def filtered_means(self):
+        return self.mean
+
+    @property
+    def filtered_covs(self):
+        return self.cov
+
+
+class LDSPosterior(NamedTuple):
+    """Smoothed marginals of q(x) ∝ p(x) ∏ φ_t(x_t).
+
+    mean: (T, D).  cov: (T, D, D).  cross_cov: (T-1, D, D), Cov(x_t, x_{t+1}) (centred).
+    log_normalizer: scalar.  filtered: the forward pass it came from.
+    """
+
+    mean: jax.Array
+    cov: jax.Array
+    cross_cov: jax.Array
+    log_normalizer: jax.Array
+    filtered: LDSFiltered
+
+
+class _BackwardElements(NamedTuple):
+    """x_t | x_{t+1} ~ N(E_t x_{t+1} + g_t, L_t); the last step has E = 0 (x_T ~ N(g_T, L_T))."""
+
+    E: jax.Array  # (T, D, D)
+    g: jax.Array  # (T, D)
+    L: jax.Array  # (T, D, D)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _validate(prior, potentials, method):
+    """Check shapes, promote dtypes, densify diagonal J; raise ValueError naming shapes."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(prior, LDSPrior):
+        prior = LDSPrior(*prior)
+    if not isinstance(potentials, GaussianPotentials):
+        potentials = GaussianPotentials(*potentials)
+    shapes = {name: jnp.shape(v) for name, v in prior._asdict().items()}
+    if len(shapes["m1"]) != 1:
+        raise ValueError(f"LDSPrior.m1 must have shape (D,), got {shapes['m1']}")
+    dim = shapes["m1"][0]
+    expected = {"m1": (dim,), "Q1": (dim, dim), "A": (dim, dim), "b": (dim,), "Q": (dim, dim)}
+    bad = {k: s for k, s in shapes.items() if s != expected[k]}
+    if bad:
+        got = ", ".join(f"{k}={s}" for k, s in shapes.items())
+        want = ", ".join(f"{k}={s}" for k, s in expected.items())
+        raise ValueError(f"LDSPrior shapes disagree with D={dim}: got {got}; expected {want}")
+    J, h = potentials
+    h_shape, J_shape = jnp.shape(h), jnp.shape(J)
+    if len(h_shape) != 2 or h_shape[1] != dim or h_shape[0] < 1:
+        raise ValueError(
+            f"GaussianPotentials.h must have shape (T, D) with D={dim} from the prior and T>=1, "
+            f"got h={h_shape} (J={J_shape})"
+        )
+    T = h_shape[0]
+    if J_shape not in ((T, dim, dim), (T, dim)):
+        raise ValueError(
+            f"GaussianPotentials.J must have shape (T, D, D)=({T}, {dim}, {dim}) or diagonal "
+            f"(T, D)=({T}, {dim}) to match h={h_shape}, got J={J_shape}"
+        )
+    dtype = jnp.result_type(*prior, J, h, jnp.float32)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"inputs must be real floating point, got dtype {dtype}")
+    prior = LDSPrior(*(jnp.asarray(v, dtype) for v in prior))
+    J, h = jnp.asarray(J, dtype), jnp.asarray(h, dtype)
+    if J.ndim == 2:
+        J = J[:, :, None] * jnp.eye(dim, dtype=dtype)
+    return prior, GaussianPotentials(J, h)
+
+
+# ----------------------------------------------------------------------------- forward pass
+
+
+def _filter_sequential(prior, pots):
+    A, b, Q = prior.A, prior.b, prior.Q
+
+    def step(carry, potential):
+        pred_mean, pred_cov = carry
+        mean, cov, log_z = condition_on_potential(pred_mean, pred_cov, *potential)
+        return (A @ mean + b, symmetrize(A @ cov @ A.T) + Q), (mean, cov, log_z)
+
+    _, (means, covs, log_zs) = lax.scan(step, (prior.m1, prior.Q1), pots)
+    return means, covs, log_zs
+
+
+def _filter_elements(prior, pots):
+    """Prefix-sum elements a_t = (A_t, b_t, C_t, η_t, J_t) (Särkkä & García-Fernández 2020).
+
+    p(x_t | x_{t-1}, φ_t) = N(A_t x_{t-1} + b_t, C_t) and, as a function of x_{t-1},
+    E[φ_t | x_{t-1}] ∝ exp(η_t·x_{t-1} − ½ x_{t-1}ᵀ J_t x_{t-1}).
+    """
+    A, b, Q = prior.A, prior.b, prior.Q
+    dim = b.shape[0]
+    eye = jnp.eye(dim, dtype=b.dtype)
+
+    def element(J, h):
+        lu = lu_factor(eye + Q @ J)  # M = I + QJ
+        fwd = lu_solve(lu, jnp.concatenate([Q, A, (b + Q @ h)[:, None]], axis=1))
+        bwd = lu_solve(lu, jnp.concatenate([J @ A, (h - J @ b)[:, None]], axis=1), trans=1)
+        return (
+            fwd[:, dim : 2 * dim],
+            fwd[:, 2 * dim],
+            symmetrize(fwd[:, :dim]),
+            A.T @ bwd[:, dim],
+            symmetrize(A.T @ bwd[:, :dim]),
+        )
+
+    m1, S1, _ = condition_on_potential(prior.m1, prior.Q1, pots.J[0], pots.h[0])
+    zero_dd = jnp.zeros((1, dim, dim), b.dtype)
+    first = (zero_dd, m1[None], S1[None], jnp.zeros((1, dim), b.dtype), zero_dd)
+    rest = jax.vmap(element)(pots.J[1:], pots.h[1:])
+    return tuple(jnp.concatenate([f, r]) for f, r in zip(first, rest, strict=True))
+
+
+def _combine_filter_elements(earlier, later):
+    """a_i ⊗ a_j for consecutive blocks i (earlier) and j (later)."""
+    Ai, bi, Ci, etai, Ji = earlier
+    Aj, bj, Cj, etaj, Jj = later
+    dim = bi.shape[0]
+    lu = lu_factor(jnp.eye(dim, dtype=bi.dtype) + Ci @ Jj)  # M = I + C_i J_j
+    fwd = lu_solve(lu, jnp.concatenate([Ai, Ci, (bi + Ci @ etaj)[:, None]], axis=1))
+    bwd = lu_solve(lu, jnp.concatenate([Jj @ Ai, (etaj - Jj @ bi)[:, None]], axis=1), trans=1)
+    return (
+        Aj @ fwd[:, :dim],
+        Aj @ fwd[:, 2 * dim] + bj,
+        symmetrize(Aj @ fwd[:, dim : 2 * dim] @ Aj.T + Cj),
+        Ai.T @ bwd[:, dim] + etai,
+        symmetrize(Ai.T @ bwd[:, :dim] + Ji),
+    )
+
+
+def _filter_parallel(prior, pots):
+    elements = _filter_elements(prior, pots)
+    _, means, covs, _, _ = lax.associative_scan(jax.vmap(_combine_filter_elements), elements)
+    # log E[φ_t | φ_<t] from the one-step predictions, all steps at once.
+    A, b, Q = prior.A, prior.b, prior.Q
+    pred_means = jnp.concatenate([prior.m1[None], means[:-1] @ A.T + b])
+    pred_covs = jnp.concatenate([prior.Q1[None], symmetrize(A @ covs[:-1] @ A.T) + Q])
+    _, _, log_zs = jax.vmap(condition_on_potential)(pred_means, pred_covs, pots.J, pots.h)
+    return means, covs, log_zs
+
+
+def _filter(prior, pots, method):
+    means, covs, log_zs = (_filter_parallel if method == "parallel" else _filter_sequential)(
+        prior, pots
+    )
+    return LDSFiltered(means, covs, jnp.sum(log_zs), log_zs)
+
+
+# ----------------------------------------------------------------------------- backward pass
+
+
+def _backward_elements(prior, filt_means, filt_covs):
+    """Condition x_t on x_{t+1} under the filtered marginal (RTS gains), all t at once."""
+    A, b, Q = prior.A, prior.b, prior.Q
+    dim = b.shape[0]
+
+    def element(mean, cov):
+        pred_cov = symmetrize(A @ cov @ A.T) + Q
+        gain = psd_solve(pred_cov, A @ cov).T  # Σ_f Aᵀ P⁻¹
+        resid = jnp.eye(dim, dtype=b.dtype) - gain @ A
+        # Joseph form keeps L positive semi-definite under rounding.
+        L = symmetrize(resid @ cov @ resid.T + gain @ Q @ gain.T)
+        return gain, mean - gain @ (A @ mean + b), L
+
+    E, g, L = jax.vmap(element)(filt_means[:-1], filt_covs[:-1])
+    return _BackwardElements(
+        jnp.concatenate([E, jnp.zeros((1, dim, dim), b.dtype)]),
+        jnp.concatenate([g, filt_means[-1:]]),
+        jnp.concatenate([L, filt_covs[-1:]]),
+    )
+
+
+def _smooth_sequential(elems):
+    def step(carry, elem):
+        mean, cov = carry
+        E, g, L = elem
+        mean, cov = E @ mean + g, symmetrize(E @ cov @ E.T) + L
+        return (mean, cov), (mean, cov)
+
+    last = (elems.g[-1], elems.L[-1])
+    head = _BackwardElements(elems.E[:-1], elems.g[:-1], elems.L[:-1])
+    _, (means, covs) = lax.scan(step, last, head, reverse=True)
+    return jnp.concatenate([means, last[0][None]]), jnp.concatenate([covs, last[1][None]])
+
+
+def _combine_backward_elements(later, earlier):
+    """Compose x_e = E_e x_l + … with x_l = E_l x_{l+} + … (reverse scan: later comes first)."""
+    El, gl, Ll = later
+    Ee, ge, Le = earlier
+    return Ee @ El, Ee @ gl + ge, symmetrize(Ee @ Ll @ Ee.T + Le)
+
+
+def _smooth_parallel(elems):
+    _, means, covs = lax.associative_scan(
+        jax.vmap(_combine_backward_elements), tuple(elems), reverse=True
+    )
+    return means, covs
+
+
+def _compose_affine(later, earlier):
+    El, cl = later
+    Ee, ce = earlier
+    return Ee @ El, Ee @ cl + ce
+
+
+def _sample_path(elems, chol_L, noise, method):
+    """One draw: x_t = E_t x_{t+1} + g_t + chol(L_t) ε_t, run backwards from t = T."""
+    offsets = elems.g + jnp.einsum("tij,tj->ti", chol_L, noise)
+    if method == "parallel":
+        _, path = lax.associative_scan(jax.vmap(_compose_affine), (elems.E, offsets), reverse=True)
+        return path
+
+    def step(x_next, elem):
+        E, c = elem
+        x = E @ x_next + c
+        return x, x
+
+    _, path = lax.scan(step, offsets[-1], (elems.E[:-1], offsets[:-1]), reverse=True)
+    return jnp.concatenate([path, offsets[-1:]])
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+@partial(jax.jit, static_argnames="method")
+def lds_filter(prior: LDSPrior, potentials: GaussianPotentials, method: str = "parallel"):
+    """Filtered marginals p(x_t | φ_1..φ_t) and the log-normalizer.
+
+    Args:
+        prior: :class:`LDSPrior` with D-dimensional state.
+        potentials: :class:`GaussianPotentials`, J (T, D, D) or (T, D), h (T, D).
+        method: ``"parallel"`` (associative scan) or ``"sequential"`` (``lax.scan``).
+    Returns:
+        :class:`LDSFiltered` with mean (T, D), cov (T, D, D), log_normalizer (scalar).
+    Raises:
+        ValueError: on a shape mismatch (the message names the shapes) or unknown method.
+    """
+    prior, pots = _validate(prior, potentials, method)
+    return _filter(prior, pots, method)
+
+
+@partial(jax.jit, static_argnames="method")
+def lds_smoother(prior: LDSPrior, potentials: GaussianPotentials, method: str = "parallel"):
+    """Posterior marginals of q(x) ∝ p(x) ∏_t φ_t(x_t) (Kalman/RTS smoother).
+
+    Args: as :func:`lds_filter`.
+    Returns:
+        :class:`LDSPosterior` with mean (T, D), cov (T, D, D), cross_cov (T-1, D, D) =
+        Cov(x_t, x_{t+1}), log_normalizer (scalar), and the filtered pass.
+    """
+    prior, pots = _validate(prior, potentials, method)
+    filtered = _filter(prior, pots, method)
+    elems = _backward_elements(prior, filtered.mean, filtered.cov)
+    smooth = _smooth_parallel if method == "parallel" else _smooth_sequential
+    means, covs = smooth(elems)
+    cross_cov = elems.E[:-1] @ covs[1:]  # Cov(x_t, x_{t+1}) = E_t Σ_{t+1|T}
+    return LDSPosterior(means, covs, cross_cov, filtered.log_normalizer, filtered)
+
+
+@partial(jax.jit, static_argnames=("num_samples", "method"))
+def lds_sample(
+    key: jax.Array,
+    prior: LDSPrior,
+    potentials: GaussianPotentials,
+    num_samples: int = 1,
+    method: str = "parallel",
+):
+    """Reparameterised joint samples from q(x) ∝ p(x) ∏_t φ_t(x_t) (forward filter, backward sample).
+
+    Differentiable in the prior and potentials (the noise is drawn from ``key``).
+
+    Returns:
+        (num_samples, T, D) array of latent trajectories.
+    """
+    if not (isinstance(num_samples, int) and num_samples >= 1):
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    prior, pots = _validate(prior, potentials, method)
+    filtered = _filter(prior, pots, method)
+    elems = _backward_elements(prior, filtered.mean, filtered.cov)
+    chol_L = jnp.linalg.cholesky(elems.L)
+    noise = jax.random.normal(key, (num_samples, *elems.g.shape), elems.g.dtype)
+    return jax.vmap(lambda eps: _sample_path(elems, chol_L, eps, method))(noise)
+
+
+__all__ = [
+    "GaussianPotentials",
+    "LDSFiltered",
+    "LDSPosterior",
+    "LDSPrior",
+    "METHODS",
+    "lds_filter",
+    "lds_sample",
+    "lds_smoother",
+]

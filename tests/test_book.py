@@ -1,0 +1,262 @@
+"""The book pipeline: book/build.py executes the chapters and builds the HTML.
+
+One smoke-profile build per session, into the normal output paths (book/_executed/,
+_build/html), then checks on what it produced. After these tests the built book is the
+smoke-profile one; `make book` rebuilds it at the default profile.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+
+pytestmark = pytest.mark.book
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD_SCRIPT = ROOT / "book" / "build.py"
+EXECUTED = ROOT / "book" / "_executed"
+HTML = ROOT / "_build" / "html"
+SOURCE_NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# Sequential and parallel smoothers in float32: agreement well inside these.
+AGREEMENT_TOL = {"mean": 1e-4, "cov": 1e-4, "cross_cov": 1e-4, "log_normalizer_relative": 1e-5}
+
+
+def _load_build_module():
+    spec = importlib.util.spec_from_file_location("book_build", BUILD_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build = _load_build_module()
+CHAPTERS = build.discover_chapters()
+
+
+@pytest.fixture(scope="session")
+def built_book():
+    """Run `book/build.py --profile smoke` once; fail with its output if it fails."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(BUILD_SCRIPT), "--profile", "smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"build failed:\n{proc.stdout}\n{proc.stderr}"
+    return {"stdout": proc.stdout, "seconds": time.perf_counter() - start}
+
+
+class _ImgCollector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.scripts = [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.imgs.append(attrs.get("src"))
+        elif tag == "script" and attrs.get("src"):
+            self.scripts.append(attrs["src"])
+
+
+def _parse(path: Path) -> _ImgCollector:
+    parser = _ImgCollector()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def _numbers(obj, path="results"):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _numbers(v, f"{path}[{i}]")
+    elif isinstance(obj, int | float) and not isinstance(obj, bool):
+        yield path, obj
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def test_toc_lists_every_notebook():
+    assert CHAPTERS, "no chapters found"
+    assert sorted(CHAPTERS) == sorted(p.stem for p in SOURCE_NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", SOURCE_NOTEBOOKS, ids=lambda p: p.stem)
+def test_source_notebooks_are_clean_and_parameterised(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    dirty = [i for i, c in enumerate(code) if c.outputs or c.execution_count is not None]
+    assert not dirty, f"{path.name}: code cells {dirty} have outputs or execution counts"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: need exactly one cell tagged 'parameters'"
+    assert code[0] is tagged[0], f"{path.name}: the parameters cell must be the first code cell"
+    for name in ("profile", "output_dir"):  # book/build.py injects these
+        assert f"\n{name} = " in "\n" + tagged[0].source, f"{path.name}: no `{name} = ...`"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+
+
+def test_chapter_hash_tracks_notebook_profile_and_library(tmp_path):
+    nb = tmp_path / "c.ipynb"
+    nb.write_text("{}")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "m.py").write_text("x = 1\n")
+    base = build.chapter_hash(nb, "smoke", lib)
+    assert build.chapter_hash(nb, "smoke", lib) == base
+    assert build.chapter_hash(nb, "quick", lib) != base
+    (lib / "m.py").write_text("x = 2\n")
+    changed_lib = build.chapter_hash(nb, "smoke", lib)
+    assert changed_lib != base
+    nb.write_text('{"a": 1}')
+    assert build.chapter_hash(nb, "smoke", lib) != changed_lib
+
+
+# ----------------------------------------------------------------------------- the build
+
+
+def test_build_reports_each_chapter(built_book):
+    for name in CHAPTERS:
+        assert name in built_book["stdout"]
+    assert "html: done" in built_book["stdout"]
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_executed_notebook_has_outputs_and_no_errors(built_book, name):
+    nb = nbformat.read(EXECUTED / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code), "a code cell was not executed"
+    outputs = [o for c in code for o in c.outputs]
+    assert outputs, "no outputs at all"
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert not errors, f"error outputs: {[(o.ename, o.evalue) for o in errors]}"
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no figure"
+    injected = [c for c in code if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and 'profile = "smoke"' in injected[0].source
+
+
+def test_message_passing_results(built_book):
+    results = json.loads((EXECUTED / "message_passing.json").read_text())
+    assert results["profile"] == "smoke"
+    assert results["device"]["platform"] and results["device"]["summary"]
+    numbers = list(_numbers(results))
+    assert len(numbers) > 10
+    bad = [(p, v) for p, v in numbers if not math.isfinite(v)]
+    assert not bad, bad
+    assert results["hidden_observation_leak"] == 0.0
+    assert results["agreement"], "no sequential/parallel comparison"
+    for row in results["agreement"]:
+        for key, tol in AGREEMENT_TOL.items():
+            assert row["max_abs"][key] < tol, (row["num_timesteps"], key, row["max_abs"][key])
+    lz = results["log_normalizer"]
+    assert abs(lz["sequential"] - lz["parallel"]) <= 1e-5 * abs(lz["parallel"]) + 1e-4
+    # A sane posterior: coverage of the ±2 s.d. band where observed (80 steps x 2 coordinates).
+    assert 0.8 <= results["coverage_2sd"]["observed"] <= 1.0
+    assert results["rmse"]["observed"] < results["rmse"]["observations_alone"]
+
+
+def test_html_pages_exist(built_book):
+    assert (HTML / "index.html").exists()
+    assert (HTML / "intro.html").exists()
+    for name in CHAPTERS:
+        assert (HTML / "_executed" / f"{name}.html").exists(), name
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_page_images_exist_on_disk(built_book, name):
+    page = HTML / "_executed" / f"{name}.html"
+    srcs = _parse(page).imgs
+    assert srcs, f"{page.name} has no <img>"
+    for src in srcs:
+        assert src and not src.startswith(("http:", "https:", "data:")), src
+        assert (page.parent / src).resolve().is_file(), f"{src} missing on disk"
+
+
+def test_markdown_tables_in_outputs_render_as_tables(built_book):
+    """Chapters print tables as Markdown outputs; CommonMark would leave them as raw text."""
+    page = (HTML / "_executed" / "message_passing.html").read_text(encoding="utf-8")
+    assert page.count("<table") >= 2
+    assert "<p>| T |" not in page
+
+
+def test_pages_load_mathjax_locally_once(built_book):
+    for page in [HTML / "intro.html"] + [HTML / "_executed" / f"{n}.html" for n in CHAPTERS]:
+        scripts = _parse(page).scripts
+        mathjax = [s for s in scripts if "mathjax" in s.lower() or "tex-svg" in s]
+        assert len(mathjax) == 1, (page.name, mathjax)
+        assert (page.parent / mathjax[0].split("?")[0]).is_file()
+        remote = [s for s in scripts if s.startswith(("http:", "https:", "//"))]
+        assert not remote, (page.name, remote)
+
+
+def test_sphinx_log_has_no_warnings(built_book):
+    log = (ROOT / "_build" / "sphinx-build.log").read_text()
+    assert "WARNING" not in log and "ERROR" not in log
+
+
+def test_second_run_skips_unchanged_chapter(built_book):
+    name = CHAPTERS[0]
+    proc = subprocess.run(
+        [sys.executable, str(BUILD_SCRIPT), "--profile", "smoke", "--only", name, "--no-html"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "up to date" in proc.stdout and "executing" not in proc.stdout, proc.stdout
+
+
+def test_unknown_chapter_is_rejected():
+    proc = subprocess.run(
+        [sys.executable, str(BUILD_SCRIPT), "--only", "no_such_chapter", "--no-html"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "no_such_chapter" in proc.stdout
+
+
+def test_failing_chapter_fails_loudly_naming_chapter_and_cell(tmp_path, monkeypatch, capsys):
+    notebooks, executed = tmp_path / "notebooks", tmp_path / "_executed"
+    notebooks.mkdir()
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "quick"\noutput_dir = None')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("raise RuntimeError('deliberate failure in ' + profile)"),
+        nbformat.v4.new_code_cell("never = True"),
+    ]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, notebooks / "broken.ipynb")
+    toc = tmp_path / "_toc.yml"
+    toc.write_text("format: jb-book\nroot: intro\nchapters:\n  - file: _executed/broken\n")
+    monkeypatch.setattr(build, "NOTEBOOKS", notebooks)
+    monkeypatch.setattr(build, "TOC", toc)
+    monkeypatch.setattr(build, "EXECUTED", executed)
+
+    assert build.main(["--profile", "smoke", "--no-html"]) == 1
+    err = capsys.readouterr().err
+    assert "chapter 'broken' failed in cell 3" in err, err  # index 1 is papermill's injected cell
+    assert "RuntimeError: deliberate failure in smoke" in err, err
+    assert not (executed / "broken.hash").exists()  # a failed chapter is never marked done

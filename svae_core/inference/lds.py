@@ -245,17 +245,22 @@ def _filter(prior, pots, method):
 
 
 def _backward_elements(prior, filt_means, filt_covs):
-    """Condition x_t on x_{t+1} under the filtered marginal (RTS gains), all t at once."""
+    """Condition x_t on x_{t+1} under the filtered marginal (RTS gains), all t at once.
+
+    Written as a potential update of N(μ_f, Σ_f) by the dynamics' precision AᵀQ⁻¹A:
+    with M = I + Σ_f AᵀQ⁻¹A,  E = M⁻¹Σ_f AᵀQ⁻¹,  I − EA = M⁻¹,  g = M⁻¹μ_f − E b,
+    L = M⁻¹Σ_f. This never forms μ_f − E(Aμ_f + b), a difference of nearly equal terms
+    whenever Σ_f ≫ Q (long missing stretches), so float32 keeps its digits there.
+    """
     A, b, Q = prior.A, prior.b, prior.Q
     dim = b.shape[0]
+    Q_inv_A = inv(Q) @ A
+    dyn_precision = symmetrize(A.T @ Q_inv_A)  # AᵀQ⁻¹A
 
     def element(mean, cov):
-        pred_cov = symmetrize(A @ cov @ A.T) + Q
-        gain = cov @ A.T @ inv(pred_cov)  # Σ_f Aᵀ P⁻¹
-        resid = jnp.eye(dim, dtype=b.dtype) - gain @ A
-        # Joseph form keeps L positive semi-definite under rounding.
-        L = symmetrize(resid @ cov @ resid.T + gain @ Q @ gain.T)
-        return gain, mean - gain @ (A @ mean + b), L
+        M_inv = inv(jnp.eye(dim, dtype=b.dtype) + cov @ dyn_precision)
+        gain = M_inv @ cov @ Q_inv_A.T  # Σ_f Aᵀ (AΣ_fAᵀ + Q)⁻¹ by Woodbury
+        return gain, M_inv @ mean - gain @ b, symmetrize(M_inv @ cov)
 
     E, g, L = jax.vmap(element)(filt_means[:-1], filt_covs[:-1])
     return _BackwardElements(

@@ -33,7 +33,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from svae_core.inference.linalg import condition_on_potential, inv, symmetrize
+from svae_core.inference.linalg import (
+    condition_on_potential,
+    inv,
+    inv_and_logabsdet,
+    symmetrize,
+)
 from svae_core.inference.scan import chunked_scan
 
 METHODS = ("parallel", "sequential")
@@ -178,66 +183,71 @@ def _filter_sequential(prior, pots):
     return means, covs, log_zs
 
 
-def _filter_elements(prior, pots):
-    """Prefix-sum elements a_t = (A_t, b_t, C_t, η_t, J_t) (Särkkä & García-Fernández 2020).
+def _filter_element(A, b, Q, J, h):
+    """Prefix-sum element a_t = (A_t, b_t, C_t, η_t, J_t, c_t) (Särkkä & García-Fernández 2020).
 
-    p(x_t | x_{t-1}, φ_t) = N(A_t x_{t-1} + b_t, C_t) and, as a function of x_{t-1},
-    E[φ_t | x_{t-1}] ∝ exp(η_t·x_{t-1} − ½ x_{t-1}ᵀ J_t x_{t-1}).
+    For the transition x_t ~ N(A x_{t-1} + b, Q) and potential φ_t = (J, h):
+    p(x_t | x_{t-1}, φ_t) = N(A_t x_{t-1} + b_t, C_t) and
+    log E[φ_t | x_{t-1}] = c_t + η_t·x_{t-1} − ½ x_{t-1}ᵀ J_t x_{t-1}.
+    The first step is the same element with A = 0, b = m1, Q = Q1.
     """
-    A, b, Q = prior.A, prior.b, prior.Q
     dim = b.shape[0]
-    eye = jnp.eye(dim, dtype=b.dtype)
-
-    def element(J, h):
-        M_inv = inv(eye + Q @ J)  # M = I + QJ
-        back = A.T @ M_inv.T  # Aᵀ M⁻ᵀ
-        return (
-            M_inv @ A,
-            M_inv @ (b + Q @ h),
-            symmetrize(M_inv @ Q),
-            back @ (h - J @ b),
-            symmetrize(back @ J @ A),
-        )
-
-    m1, S1, _ = condition_on_potential(prior.m1, prior.Q1, pots.J[0], pots.h[0])
-    zero_dd = jnp.zeros((1, dim, dim), b.dtype)
-    first = (zero_dd, m1[None], S1[None], jnp.zeros((1, dim), b.dtype), zero_dd)
-    rest = jax.vmap(element)(pots.J[1:], pots.h[1:])
-    return tuple(jnp.concatenate([f, r]) for f, r in zip(first, rest, strict=True))
+    M_inv, logdet = inv_and_logabsdet(jnp.eye(dim, dtype=b.dtype) + Q @ J)  # M = I + QJ
+    C = symmetrize(M_inv @ Q)
+    resid = h - J @ b
+    back = (M_inv @ A).T  # Aᵀ M⁻ᵀ
+    log_c = -0.5 * logdet + h @ b - 0.5 * b @ J @ b + 0.5 * resid @ C @ resid
+    return M_inv @ A, b + C @ resid, C, back @ resid, symmetrize(back @ J @ A), log_c
 
 
 def _combine_filter_elements(earlier, later):
-    """a_i ⊗ a_j for consecutive blocks i (earlier) and j (later)."""
-    Ai, bi, Ci, etai, Ji = earlier
-    Aj, bj, Cj, etaj, Jj = later
+    """a_i ⊗ a_j for consecutive blocks i (earlier) and j (later).
+
+    Besides the conditional (A, b, C) and the backward potential (η, J), the scalar c tracks
+    log E[∏ φ over both blocks | x before block i] at x = 0, so the prefix at T carries the
+    log-normalizer and no separate pass is needed.
+    """
+    Ai, bi, Ci, etai, Ji, ci = earlier
+    Aj, bj, Cj, etaj, Jj, cj = later
     dim = bi.shape[0]
-    M_inv = inv(jnp.eye(dim, dtype=bi.dtype) + Ci @ Jj)  # M = I + C_i J_j
+    M_inv, logdet = inv_and_logabsdet(jnp.eye(dim, dtype=bi.dtype) + Ci @ Jj)  # M = I + C_i J_j
     fwd = Aj @ M_inv  # A_j M⁻¹
     back = (M_inv @ Ai).T  # A_iᵀ M⁻ᵀ, with M⁻ᵀ = (I + J_j C_i)⁻¹
+    resid = etaj - Jj @ bi
+    log_c = (
+        ci + cj - 0.5 * logdet + etaj @ bi - 0.5 * bi @ Jj @ bi
+        + 0.5 * resid @ M_inv @ Ci @ resid
+    )
     return (
         fwd @ Ai,
         fwd @ (bi + Ci @ etaj) + bj,
         symmetrize(fwd @ Ci @ Aj.T + Cj),
-        back @ (etaj - Jj @ bi) + etai,
+        back @ resid + etai,
         symmetrize(back @ Jj @ Ai + Ji),
+        log_c,
     )
 
 
 def _filter_parallel(prior, pots):
-    elements = _filter_elements(prior, pots)
-    _, means, covs, _, _ = _parallel_scan(_combine_filter_elements, elements)
-    # log E[φ_t | φ_<t] from the one-step predictions, all steps at once.
-    A, b, Q = prior.A, prior.b, prior.Q
-    pred_means = jnp.concatenate([prior.m1[None], means[:-1] @ A.T + b])
-    pred_covs = jnp.concatenate([prior.Q1[None], symmetrize(A @ covs[:-1] @ A.T) + Q])
-    _, _, log_zs = jax.vmap(condition_on_potential)(pred_means, pred_covs, pots.J, pots.h)
-    return means, covs, log_zs
+    T, dim = pots.h.shape
+    steps = lambda first, rest: jnp.concatenate([first[None], jnp.broadcast_to(rest, (T - 1,
+                                                                                     *rest.shape))])
+    elements = jax.vmap(_filter_element)(
+        steps(jnp.zeros_like(prior.A), prior.A),
+        steps(prior.m1, prior.b),
+        steps(prior.Q1, prior.Q),
+        pots.J,
+        pots.h,
+    )
+    _, means, covs, _, _, log_c = _parallel_scan(_combine_filter_elements, elements)
+    # log_c[t] = log E[φ_1..φ_t]; a masked step repeats the previous prefix exactly.
+    return means, covs, log_c[-1], jnp.diff(log_c, prepend=0.0)
 
 
 def _filter(prior, pots, method):
-    means, covs, log_zs = (_filter_parallel if method == "parallel" else _filter_sequential)(
-        prior, pots
-    )
+    if method == "parallel":
+        return LDSFiltered(*_filter_parallel(prior, pots))
+    means, covs, log_zs = _filter_sequential(prior, pots)
     return LDSFiltered(means, covs, jnp.sum(log_zs), log_zs)
 
 

@@ -1,9 +1,10 @@
 """Prefix scans over time for message passing, with an associative combine of elements.
 
 ``chunked_scan`` is the parallel scan used on every backend: it splits the T elements into
-about √T blocks, scans each block sequentially (all blocks at once, vectorised), scans the
-block totals, then fixes every element up with one fully parallel combine. Depth is O(√T),
-work about 2T combines, and the compiled program holds the combine three times whatever T is.
+about √T blocks, scans each block sequentially (all blocks at once, vectorised), then walks
+across the blocks, combining each block's running prefix with all of that block's elements at
+once. Depth is O(√T), work about 2T combines, and the compiled program holds the combine
+twice whatever T is.
 ``lax.associative_scan`` (depth O(log T)) holds it about 2·log₂T times, which on CPU costs
 seconds of XLA compile per level for the Kalman combine (benchmarks/smoother.py).
 """
@@ -61,21 +62,15 @@ def chunked_scan(combine, elems, identity, reverse=False):
         lambda f, r: jnp.concatenate([f[:, None], jnp.swapaxes(r, 0, 1)], axis=1), first, local
     )  # (num_blocks, block, ...)
 
-    # 2. exclusive prefix over block totals, sequentially (num_blocks steps).
-    totals = jax.tree.map(lambda x: x[:-1, -1], local)
-
-    def across(carry, x):
-        carry = combine(carry, x)
-        return carry, carry
+    # 2. across blocks, sequentially: each block's elements get the running prefix, all at
+    # once; the block's last fixed element is the next prefix.
+    def across(prefix, block_elems):
+        fixed = jax.vmap(combine, in_axes=(None, 0))(prefix, block_elems)
+        return jax.tree.map(lambda x: x[-1], fixed), fixed
 
     if num_blocks > 1:
-        first_total = jax.tree.map(lambda x: x[0], totals)
-        _, prefixes = lax.scan(across, first_total, jax.tree.map(lambda x: x[1:], totals))
-        prefixes = _tree_concat(jax.tree.map(lambda x: x[None], first_total), prefixes)
-        # 3. every element of blocks 1.. gets its block's prefix, all at once.
-        fixed = jax.vmap(jax.vmap(combine, in_axes=(None, 0)))(
-            prefixes, jax.tree.map(lambda x: x[1:], local)
-        )
+        first_prefix = jax.tree.map(lambda x: x[0, -1], local)
+        _, fixed = lax.scan(across, first_prefix, jax.tree.map(lambda x: x[1:], local))
         local = _tree_concat(jax.tree.map(lambda x: x[:1], local), fixed)
     return jax.tree.map(lambda x: x.reshape(num_blocks * block, *x.shape[2:])[:T], local)
 

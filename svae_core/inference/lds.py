@@ -37,6 +37,7 @@ from svae_core.inference.linalg import (
     condition_on_potential,
     inv,
     inv_and_logabsdet,
+    mm,
     symmetrize,
 )
 from svae_core.inference.scan import chunked_scan
@@ -177,7 +178,7 @@ def _filter_sequential(prior, pots):
     def step(carry, potential):
         pred_mean, pred_cov = carry
         mean, cov, log_z = condition_on_potential(pred_mean, pred_cov, *potential)
-        return (A @ mean + b, symmetrize(A @ cov @ A.T) + Q), (mean, cov, log_z)
+        return (mm(A, mean) + b, symmetrize(mm(mm(A, cov), A.T)) + Q), (mean, cov, log_z)
 
     _, (means, covs, log_zs) = lax.scan(step, (prior.m1, prior.Q1), pots)
     return means, covs, log_zs
@@ -192,12 +193,13 @@ def _filter_element(A, b, Q, J, h):
     The first step is the same element with A = 0, b = m1, Q = Q1.
     """
     dim = b.shape[0]
-    M_inv, logdet = inv_and_logabsdet(jnp.eye(dim, dtype=b.dtype) + Q @ J)  # M = I + QJ
-    C = symmetrize(M_inv @ Q)
-    resid = h - J @ b
-    back = (M_inv @ A).T  # Aᵀ M⁻ᵀ
-    log_c = -0.5 * logdet + h @ b - 0.5 * b @ J @ b + 0.5 * resid @ C @ resid
-    return M_inv @ A, b + C @ resid, C, back @ resid, symmetrize(back @ J @ A), log_c
+    M_inv, logdet = inv_and_logabsdet(jnp.eye(dim, dtype=b.dtype) + mm(Q, J))  # M = I + QJ
+    C = symmetrize(mm(M_inv, Q))
+    resid = h - mm(J, b)
+    shift = mm(C, resid)
+    back = mm(M_inv, A).T  # Aᵀ M⁻ᵀ
+    log_c = -0.5 * logdet + mm(h - 0.5 * mm(J, b), b) + 0.5 * mm(resid, shift)
+    return mm(M_inv, A), b + shift, C, mm(back, resid), symmetrize(mm(mm(back, J), A)), log_c
 
 
 def _combine_filter_elements(earlier, later):
@@ -210,20 +212,21 @@ def _combine_filter_elements(earlier, later):
     Ai, bi, Ci, etai, Ji, ci = earlier
     Aj, bj, Cj, etaj, Jj, cj = later
     dim = bi.shape[0]
-    M_inv, logdet = inv_and_logabsdet(jnp.eye(dim, dtype=bi.dtype) + Ci @ Jj)  # M = I + C_i J_j
-    fwd = Aj @ M_inv  # A_j M⁻¹
-    back = (M_inv @ Ai).T  # A_iᵀ M⁻ᵀ, with M⁻ᵀ = (I + J_j C_i)⁻¹
-    resid = etaj - Jj @ bi
+    M_inv, logdet = inv_and_logabsdet(jnp.eye(dim, dtype=bi.dtype) + mm(Ci, Jj))  # M = I + CᵢJⱼ
+    M_inv_C = mm(M_inv, Ci)
+    fwd = mm(Aj, M_inv)  # A_j M⁻¹
+    back = mm(M_inv, Ai).T  # A_iᵀ M⁻ᵀ, with M⁻ᵀ = (I + J_j C_i)⁻¹
+    resid = etaj - mm(Jj, bi)
     log_c = (
-        ci + cj - 0.5 * logdet + etaj @ bi - 0.5 * bi @ Jj @ bi
-        + 0.5 * resid @ M_inv @ Ci @ resid
+        ci + cj - 0.5 * logdet + mm(etaj - 0.5 * mm(Jj, bi), bi)
+        + 0.5 * mm(resid, mm(M_inv_C, resid))
     )
     return (
-        fwd @ Ai,
-        fwd @ (bi + Ci @ etaj) + bj,
-        symmetrize(fwd @ Ci @ Aj.T + Cj),
-        back @ resid + etai,
-        symmetrize(back @ Jj @ Ai + Ji),
+        mm(fwd, Ai),
+        mm(Aj, mm(M_inv, bi) + mm(M_inv_C, etaj)) + bj,
+        symmetrize(mm(mm(Aj, M_inv_C), Aj.T) + Cj),
+        mm(back, resid) + etai,
+        symmetrize(mm(mm(back, Jj), Ai) + Ji),
         log_c,
     )
 
@@ -268,9 +271,10 @@ def _backward_elements(prior, filt_means, filt_covs):
     dyn_precision = symmetrize(A.T @ Q_inv_A)  # AᵀQ⁻¹A
 
     def element(mean, cov):
-        M_inv = inv(jnp.eye(dim, dtype=b.dtype) + cov @ dyn_precision)
-        gain = M_inv @ cov @ Q_inv_A.T  # Σ_f Aᵀ (AΣ_fAᵀ + Q)⁻¹ by Woodbury
-        return gain, M_inv @ mean - gain @ b, symmetrize(M_inv @ cov)
+        M_inv = inv(jnp.eye(dim, dtype=b.dtype) + mm(cov, dyn_precision))
+        M_inv_cov = mm(M_inv, cov)
+        gain = mm(M_inv_cov, Q_inv_A.T)  # Σ_f Aᵀ (AΣ_fAᵀ + Q)⁻¹ by Woodbury
+        return gain, mm(M_inv, mean) - mm(gain, b), symmetrize(M_inv_cov)
 
     E, g, L = jax.vmap(element)(filt_means[:-1], filt_covs[:-1])
     return _BackwardElements(
@@ -284,7 +288,7 @@ def _smooth_sequential(elems):
     def step(carry, elem):
         mean, cov = carry
         E, g, L = elem
-        mean, cov = E @ mean + g, symmetrize(E @ cov @ E.T) + L
+        mean, cov = mm(E, mean) + g, symmetrize(mm(mm(E, cov), E.T)) + L
         return (mean, cov), (mean, cov)
 
     last = (elems.g[-1], elems.L[-1])
@@ -297,7 +301,7 @@ def _combine_backward_elements(later, earlier):
     """Compose x_e = E_e x_l + … with x_l = E_l x_{l+} + … (reverse scan: later comes first)."""
     El, gl, Ll = later
     Ee, ge, Le = earlier
-    return Ee @ El, Ee @ gl + ge, symmetrize(Ee @ Ll @ Ee.T + Le)
+    return mm(Ee, El), mm(Ee, gl) + ge, symmetrize(mm(mm(Ee, Ll), Ee.T) + Le)
 
 
 def _smooth_parallel(elems):
@@ -308,7 +312,7 @@ def _smooth_parallel(elems):
 def _compose_affine(later, earlier):
     El, cl = later
     Ee, ce = earlier
-    return Ee @ El, Ee @ cl + ce
+    return mm(Ee, El), mm(Ee, cl) + ce
 
 
 def _sample_path(elems, chol_L, noise, method):
@@ -320,7 +324,7 @@ def _sample_path(elems, chol_L, noise, method):
 
     def step(x_next, elem):
         E, c = elem
-        x = E @ x_next + c
+        x = mm(E, x_next) + c
         return x, x
 
     _, path = lax.scan(step, offsets[-1], (elems.E[:-1], offsets[:-1]), reverse=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from dynamax.linear_gaussian_ssm import inference as dx_seq
 from dynamax.linear_gaussian_ssm import parallel_inference as dx_par
 
 from svae_core.inference import GaussianPotentials, LDSPrior, lds_smoother
+from svae_core.reporting import describe_device
 
 
 def make_problem(T, dim, batch, seed=0):
@@ -98,23 +98,6 @@ def time_fn(fn, args, repeats, compile_repeats):
     return statistics.median(times) * 1e3, compile_s
 
 
-def device_name():
-    dev = jax.devices()[0]
-    if dev.platform == "cpu":
-        try:
-            model = next(
-                line.split(":", 1)[1].strip()
-                for line in open("/proc/cpuinfo")
-                if line.startswith("model name")
-            )
-        except (OSError, StopIteration):
-            model = platform.processor() or "unknown CPU"
-        import os
-
-        return f"CPU: {model} ({os.cpu_count()} cores)"
-    return f"{dev.platform.upper()}: {dev.device_kind}"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--T", type=int, nargs="+", default=[100, 1000, 10000])
@@ -156,9 +139,10 @@ def main():
             print(f"T={T:>6} {name:<20} fwd {fwd_ms:9.2f} ms [{fwd_c:5.1f} s]  "
                   f"value+grad {vg_ms:9.2f} ms [{vg_c:5.1f} s]", flush=True)
 
-    device = device_name()
+    device_info = describe_device()
+    device = device_info["summary"]
     lines = [
-        f"Device: {device}; jax {jax.__version__}; float32; batch {args.batch} (vmap), "
+        f"Device: {device}; float32; batch {args.batch} (vmap), "
         f"D={args.dim}. Median ms per call after warm-up [median s to trace and compile, "
         f"{args.compile_repeats} fresh compiles]; speed-up = dynamax / ours on the same path; "
         "compile ratio = ours / dynamax.",
@@ -192,7 +176,7 @@ def main():
     print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(device=device, jax=jax.__version__, batch=args.batch,
+    out.write_text(json.dumps(dict(device=device_info, batch=args.batch,
                                    dim=args.dim, rows=rows, table=table), indent=2))
     print(f"\nwrote {out}")
 

@@ -47,10 +47,20 @@ def _gauss_jordan(M):
     dim = M.shape[-1]
     aug = jnp.concatenate([M, jnp.eye(dim, dtype=M.dtype)], axis=-1)  # (D, 2D)
     unused = jnp.ones((dim,), bool)
+    rows = jnp.arange(dim)
     logdet = jnp.zeros((), M.dtype)
     for k in range(dim):
         col = aug[:, k]
-        pick = jax.nn.one_hot(jnp.argmax(jnp.where(unused, jnp.abs(col), -1.0)), dim, dtype=bool)
+        if k < dim - 1:
+            # The unused row of largest |col| (lowest index on ties), by pairwise comparison:
+            # an elementwise op XLA fuses, where argmax is a separate reduction.
+            score = jnp.where(unused, jnp.abs(col), -1.0)
+            beats = (score[:, None] > score[None, :]) | (
+                (score[:, None] == score[None, :]) & (rows[:, None] <= rows[None, :])
+            )
+            pick = beats.all(axis=1)
+        else:
+            pick = unused  # one row left: no search
         pivot_row = jnp.where(pick[:, None], aug, 0).sum(axis=0)
         pivot = pivot_row[k]
         logdet = logdet + jnp.log(jnp.abs(pivot))

@@ -365,3 +365,34 @@ def test_bad_method_and_num_samples():
         lds_smoother(LDSPrior(**p), GaussianPotentials(J, h), method="fast")
     with pytest.raises(ValueError, match="num_samples"):
         lds_sample(jax.random.PRNGKey(0), LDSPrior(**p), GaussianPotentials(J, h), num_samples=0)
+
+
+# ---------------------------------------------------------------- combined call, prior density
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_smoother_and_sample_equals_separate_calls(method):
+    from svae_core.inference import lds_smoother_and_sample
+
+    p, J, h = problem(90, 12, 3, missing=(4,))
+    prior, pots, key = LDSPrior(**p), GaussianPotentials(J, h), jax.random.PRNGKey(5)
+    post, x = lds_smoother_and_sample(key, prior, pots, num_samples=4, method=method)
+    ref = lds_smoother(prior, pots, method=method)
+    np.testing.assert_allclose(post.mean, ref.mean, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(post.cross_cov, ref.cross_cov, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(x, lds_sample(key, prior, pots, num_samples=4, method=method),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_lds_log_prob_matches_dense_gaussian():
+    from scipy.stats import multivariate_normal
+
+    from svae_core.inference import lds_log_prob
+
+    T, dim = 6, 3
+    p, _, _ = problem(91, T, dim)
+    mu, S = dense_prior_moments(p, T)
+    x = np.random.default_rng(92).normal(size=(T, dim))
+    with jax.enable_x64(True):
+        ours = float(lds_log_prob(LDSPrior(**p), jnp.asarray(x)))
+    np.testing.assert_allclose(ours, multivariate_normal(mu, S).logpdf(x.reshape(-1)), rtol=1e-10)

@@ -11,8 +11,10 @@ from svae_core.inference.lds import (
     LDSPosterior,
     LDSPrior,
     lds_filter,
+    lds_log_prob,
     lds_sample,
     lds_smoother,
+    lds_smoother_and_sample,
 )
 
 __all__ = [
@@ -22,6 +24,8 @@ __all__ = [
     "LDSPosterior",
     "LDSPrior",
     "lds_filter",
+    "lds_log_prob",
     "lds_sample",
     "lds_smoother",
+    "lds_smoother_and_sample",
 ]

@@ -362,11 +362,65 @@ def lds_smoother(prior: LDSPrior, potentials: GaussianPotentials, method: str = 
     """
     prior, pots = _validate(prior, potentials, method)
     filtered = _filter(prior, pots, method)
-    elems = _backward_elements(prior, filtered.mean, filtered.cov)
+    return _smooth(filtered, _backward_elements(prior, filtered.mean, filtered.cov), method)
+
+
+def _smooth(filtered, elems, method):
     smooth = _smooth_parallel if method == "parallel" else _smooth_sequential
     means, covs = smooth(elems)
     cross_cov = elems.E[:-1] @ covs[1:]  # Cov(x_t, x_{t+1}) = E_t Σ_{t+1|T}
     return LDSPosterior(means, covs, cross_cov, filtered.log_normalizer, filtered)
+
+
+def _sample(key, prior, pots, filtered, num_samples, method):
+    elems = _backward_elements(prior, filtered.mean, filtered.cov)
+    chol_L = jnp.linalg.cholesky(elems.L)
+    noise = jax.random.normal(key, (num_samples, *elems.g.shape), elems.g.dtype)
+    return jax.vmap(lambda eps: _sample_path(elems, chol_L, eps, method))(noise), elems
+
+
+@partial(jax.jit, static_argnames=("num_samples", "method"))
+def lds_smoother_and_sample(
+    key: jax.Array,
+    prior: LDSPrior,
+    potentials: GaussianPotentials,
+    num_samples: int = 1,
+    method: str = "parallel",
+):
+    """:func:`lds_smoother` and :func:`lds_sample` sharing one forward pass (what an SVAE
+    needs each step: the marginals for the closed-form KL, samples for the reconstruction).
+
+    Returns:
+        (:class:`LDSPosterior`, samples (num_samples, T, D)); the samples equal
+        ``lds_sample(key, ...)`` with the same key.
+    """
+    _check_num_samples(num_samples)
+    prior, pots = _validate(prior, potentials, method)
+    filtered = _filter(prior, pots, method)
+    samples, elems = _sample(key, prior, pots, filtered, num_samples, method)
+    return _smooth(filtered, elems, method), samples
+
+
+def _check_num_samples(num_samples):
+    if not (isinstance(num_samples, int) and num_samples >= 1):
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+
+
+@jax.jit
+def lds_log_prob(prior: LDSPrior, x: jax.Array):
+    """log p(x_{1:T}) under the LDS prior, for a trajectory x of shape (T, D)."""
+    prior, _ = _validate(prior, GaussianPotentials(jnp.zeros_like(x), jnp.zeros_like(x)),
+                         "sequential")
+
+    def log_normal(value, mean, cov):
+        chol = jnp.linalg.cholesky(cov)
+        z = jax.scipy.linalg.solve_triangular(chol, (value - mean).T, lower=True)
+        logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+        return -0.5 * (jnp.sum(z**2, axis=0) + logdet + x.shape[-1] * jnp.log(2 * jnp.pi))
+
+    first = log_normal(x[:1], prior.m1, prior.Q1)
+    rest = log_normal(x[1:], x[:-1] @ prior.A.T + prior.b, prior.Q)
+    return jnp.sum(first) + jnp.sum(rest)
 
 
 @partial(jax.jit, static_argnames=("num_samples", "method"))
@@ -387,14 +441,9 @@ def lds_sample(
     Returns:
         (num_samples, T, D) array of latent trajectories.
     """
-    if not (isinstance(num_samples, int) and num_samples >= 1):
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    _check_num_samples(num_samples)
     prior, pots = _validate(prior, potentials, method)
-    filtered = _filter(prior, pots, method)
-    elems = _backward_elements(prior, filtered.mean, filtered.cov)
-    chol_L = jnp.linalg.cholesky(elems.L)
-    noise = jax.random.normal(key, (num_samples, *elems.g.shape), elems.g.dtype)
-    return jax.vmap(lambda eps: _sample_path(elems, chol_L, eps, method))(noise)
+    return _sample(key, prior, pots, _filter(prior, pots, method), num_samples, method)[0]
 
 
 __all__ = [
@@ -404,6 +453,8 @@ __all__ = [
     "LDSPrior",
     "METHODS",
     "lds_filter",
+    "lds_log_prob",
     "lds_sample",
     "lds_smoother",
+    "lds_smoother_and_sample",
 ]

@@ -4,9 +4,15 @@
 """
 
 from svae_core.models.base import ELBOTerms, ModelConfig
+from svae_core.models.cnn_ar_l import CNNARL
+from svae_core.models.recognition import BaselinePosterior
+from svae_core.models.rnn_ar_l import RNNARL
+from svae_core.models.rnn_ar_nl import RNNARNL
+from svae_core.models.rnn_mf import RNNMF
 from svae_core.models.svae import SVAE
 
-MODELS = {"svae": SVAE}
+MODELS = {"svae": SVAE, "rnn_mf": RNNMF, "rnn_ar_l": RNNARL, "rnn_ar_nl": RNNARNL,
+          "cnn_ar_l": CNNARL}
 
 
 def build_model(name: str, config: ModelConfig):
@@ -16,4 +22,5 @@ def build_model(name: str, config: ModelConfig):
     return MODELS[name](config)
 
 
-__all__ = ["ELBOTerms", "MODELS", "ModelConfig", "SVAE", "build_model"]
+__all__ = ["CNNARL", "RNNARL", "RNNARNL", "RNNMF", "SVAE", "BaselinePosterior", "ELBOTerms",
+           "MODELS", "ModelConfig", "build_model"]

@@ -3,11 +3,13 @@ decoder, and the ELBO terms a model returns.
 
 Contract of a model (a flax ``nn.Module`` built from a :class:`ModelConfig`)::
 
-    terms = model.apply(params, y, mask, key, num_samples=S)
+    terms = model.apply(params, y, mask, key, num_samples=S, observed=None)
         y:    (T, N) one observed sequence
-        mask: (T,) bool, True where the encoder may see y_t. The reconstruction term always
+        mask: (T,) bool, True where the encoder may see y_t. The reconstruction term still
               scores every step of y (self-supervised masking: hidden steps must be predicted).
         key:  PRNG key for the reparameterised samples
+        observed: optional (T,) bool, False at steps that were never observed: hidden from
+              the encoder and left out of the reconstruction (default: all observed)
         returns ELBOTerms(elbo, reconstruction, kl), each a scalar in nats for the sequence,
         estimated with S samples (the SVAE's KL is exact; the baselines' is Monte Carlo).
 
@@ -142,10 +144,16 @@ def gaussian_log_prob(y, mean, log_var):
     )
 
 
-def reconstruction(decoder, x, y):
-    """E_q[log p(y | x)] by Monte Carlo: x (S, T, D) samples, y (T, N); nats (scalar)."""
+def reconstruction(decoder, x, y, observed=None):
+    """E_q[Σ_t log p(y_t | x_t)] by Monte Carlo: x (S, T, D) samples, y (T, N); nats.
+
+    observed: optional (T,) bool; steps that were never observed are left out of the sum.
+    """
     mean, log_var = decoder(x)
-    return jnp.mean(jnp.sum(gaussian_log_prob(y, mean, log_var), axis=-1))
+    log_p = gaussian_log_prob(y, mean, log_var)  # (S, T)
+    if observed is not None:
+        log_p = jnp.where(observed, log_p, 0.0)
+    return jnp.mean(jnp.sum(log_p, axis=-1))
 
 
 def check_sequence(y, mask, config):

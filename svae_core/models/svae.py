@@ -75,11 +75,11 @@ class SVAE(nn.Module):
         return lds_smoother_and_sample(key, self.prior(), self.potentials(y, mask),
                                        num_samples=num_samples, method=self.config.smoother)
 
-    def __call__(self, y, mask, key, num_samples=1):
+    def __call__(self, y, mask, key, num_samples=1, observed=None):
         check_sequence(y, mask, self.config)
-        pots = self.potentials(y, mask)
+        pots = self.potentials(y, mask if observed is None else mask & observed)
         post, x = lds_smoother_and_sample(key, self.prior(), pots, num_samples=num_samples,
                                           method=self.config.smoother)
         kl = expected_log_potentials(pots.J, pots.h, post.mean, post.cov) - post.log_normalizer
-        recon = reconstruction(self.decoder, x, y)
+        recon = reconstruction(self.decoder, x, y, observed)
         return ELBOTerms(recon - kl, recon, kl)

@@ -1,0 +1,272 @@
+"""Training many runs of one model at once: one compiled program, runs stacked on a leading
+axis and advanced together by ``jax.vmap``.
+
+A *run* is (seed, learning rate); runs share the model, the data and every shape. Each
+training step draws its minibatch, masks and reparameterisation noise from
+``fold_in(run_key, step)``, so a run's trajectory depends only on its seed and the step count:
+resuming from a checkpoint continues it exactly.
+
+Self-supervised masking (Zhao & Linderman 2023, §3.3): at every step each training sequence
+gets one random contiguous hidden block of length uniform in {0, …, ⌊mask_fraction·T⌋};
+the encoder does not see it, the loss still reconstructs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """steps: optimiser steps. batch_size: sequences per step (drawn without replacement).
+    learning_rate: Adam's rate after a linear warm-up of warmup_steps. num_samples: posterior
+    samples per sequence for the ELBO. mask_fraction: longest hidden block as a fraction of T
+    (0 disables masking); mask_after: step at which masking starts (an unmasked warm-up for
+    the RNN/CNN families). clip_norm: global gradient-norm clip. log_every: steps per compiled
+    chunk, progress update and NaN check. checkpoint_every: steps between checkpoints (0: none).
+    """
+
+    steps: int = 1000
+    batch_size: int = 10
+    learning_rate: float = 1e-3
+    warmup_steps: int = 200
+    num_samples: int = 1
+    mask_fraction: float = 0.4
+    mask_after: int = 0
+    clip_norm: float = 10.0
+    log_every: int = 50
+    checkpoint_every: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "num_samples", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.mask_fraction < 1.0:
+            raise ValueError(f"mask_fraction must be in [0, 1), got {self.mask_fraction}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+class RunState(NamedTuple):
+    """Per-run training state; in a batch of runs every leaf has a leading run axis."""
+
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    learning_rate: jax.Array
+
+
+class TrainingDivergedError(FloatingPointError):
+    """A loss or gradient became NaN/Inf; the message names the step, run and quantity."""
+
+
+class TrainResult(NamedTuple):
+    states: RunState  # stacked over runs
+    history: dict  # "step": [...], "elbo", "reconstruction", "kl": [[per run] per log point]
+    seconds_per_step: float  # wall time per step for all runs together, compile excluded
+
+
+def _optimizer(learning_rate, config):
+    schedule = optax.warmup_constant_schedule(0.0, learning_rate, max(config.warmup_steps, 1))
+    return optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(schedule))
+
+
+def random_block_masks(key, num_sequences, num_timesteps, max_fraction):
+    """(S, T) bool, False on one contiguous block per sequence of length ~ U{0..⌊f·T⌋}."""
+    max_len = int(math.floor(max_fraction * num_timesteps))
+    k_len, k_start = jax.random.split(key)
+    length = jax.random.randint(k_len, (num_sequences, 1), 0, max_len + 1)
+    start = jax.random.randint(k_start, (num_sequences, 1), 0, num_timesteps - length + 1)
+    t = jnp.arange(num_timesteps)
+    return ~((t >= start) & (t < start + length))
+
+
+def batch_elbo(model, params, y, mask, key, num_samples, observed=None):
+    """ELBOTerms averaged over a batch y (B, T, N), in nats per time step per obs dim."""
+    keys = jax.random.split(key, y.shape[0])
+    kwargs = {} if observed is None else {"observed": observed}
+    apply = lambda yi, mi, ki, *obs: model.apply(params, yi, mi, ki, num_samples=num_samples,
+                                                 **dict(zip(kwargs, obs, strict=True)))
+    terms = jax.vmap(apply)(y, mask, keys, *kwargs.values())
+    scale = 1.0 / (y.shape[1] * y.shape[2])
+    return jax.tree.map(lambda v: jnp.mean(v) * scale, terms)
+
+
+class Trainer:
+    """Compiles and runs training for one model, one data set and a batch of runs.
+
+    Args:
+        model: a flax module following :mod:`svae_core.models.base`'s contract.
+        y_train: (S, T, N) training sequences.
+        config: :class:`TrainConfig`.
+        observed: optional (S, T) bool; False marks steps that were never observed (hidden
+            from the encoder and left out of the reconstruction).
+    """
+
+    def __init__(self, model, y_train, config: TrainConfig, observed=None):
+        y_train = jnp.asarray(y_train)
+        if y_train.ndim != 3:
+            raise ValueError(f"y_train must have shape (sequences, T, N), got {y_train.shape}")
+        if config.batch_size > y_train.shape[0]:
+            raise ValueError(
+                f"batch_size {config.batch_size} exceeds the {y_train.shape[0]} training sequences"
+            )
+        if observed is not None:
+            observed = jnp.asarray(observed, bool)
+            if observed.shape != y_train.shape[:2]:
+                raise ValueError(f"observed must have shape {y_train.shape[:2]}, "
+                                 f"got {observed.shape}")
+        self.model, self.y, self.config, self.observed = model, y_train, config, observed
+        self._chunk = jax.jit(
+            jax.vmap(self._run_chunk, in_axes=(0, None, None)),
+            static_argnums=2,
+            donate_argnums=0,
+        )
+
+    # ------------------------------------------------------------------ per-run functions
+
+    def init_state(self, seed: int, learning_rate: float | None = None) -> RunState:
+        key = jax.random.PRNGKey(seed)
+        k_init, k_apply, k_run = jax.random.split(key, 3)
+        S, T, _ = self.y.shape
+        params = self.model.init(k_init, self.y[0], jnp.ones(T, bool), k_apply)
+        lr = jnp.asarray(self.config.learning_rate if learning_rate is None else learning_rate,
+                         jnp.float32)
+        return RunState(params, _optimizer(lr, self.config).init(params), k_run, lr)
+
+    def init_runs(self, seeds, learning_rates=None) -> RunState:
+        """Stack the initial states of runs (seed_i, learning_rate_i) on a leading axis."""
+        seeds = list(seeds)
+        lrs = [None] * len(seeds) if learning_rates is None else list(learning_rates)
+        if len(lrs) != len(seeds):
+            raise ValueError(f"{len(seeds)} seeds but {len(lrs)} learning rates")
+        states = [self.init_state(s, lr) for s, lr in zip(seeds, lrs, strict=True)]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+    def _loss(self, params, step_key, step):
+        cfg = self.config
+        S, T, _ = self.y.shape
+        k_batch, k_mask, k_elbo = jax.random.split(step_key, 3)
+        idx = jax.random.choice(k_batch, S, (cfg.batch_size,), replace=False)
+        y = self.y[idx]
+        mask = random_block_masks(k_mask, cfg.batch_size, T, cfg.mask_fraction)
+        mask = mask | (step < cfg.mask_after)
+        observed = None if self.observed is None else self.observed[idx]
+        terms = batch_elbo(self.model, params, y, mask, k_elbo, cfg.num_samples, observed)
+        return -terms.elbo, terms
+
+    def _step(self, state: RunState, step):
+        grads, terms = jax.grad(self._loss, has_aux=True)(
+            state.params, jax.random.fold_in(state.key, step), step
+        )
+        updates, opt_state = _optimizer(state.learning_rate, self.config).update(
+            grads, state.opt_state, state.params
+        )
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(terms._asdict(), grad_norm=optax.tree.norm(grads))
+        return state._replace(params=params, opt_state=opt_state), metrics
+
+    def _run_chunk(self, state, first_step, length):
+        return jax.lax.scan(self._step, state, first_step + jnp.arange(length))
+
+    # ------------------------------------------------------------------ driver
+
+    def fit(self, states: RunState, start_step: int = 0, history=None, checkpoint_dir=None,
+            progress: bool = True, run_labels=None) -> TrainResult:
+        """Advance every run from start_step to config.steps (a multiple of log_every steps
+        per compiled call), checking for NaN/Inf after each chunk."""
+        cfg = self.config
+        history = history or {"step": [], "elbo": [], "reconstruction": [], "kl": []}
+        num_runs = jax.tree.leaves(states)[0].shape[0]
+        labels = run_labels or [str(i) for i in range(num_runs)]
+        bar = tqdm(total=cfg.steps, initial=start_step, disable=not progress, unit="step",
+                   desc=f"training {num_runs} run(s)")
+        step, timed_steps, timed_seconds = start_step, 0, 0.0
+        while step < cfg.steps:
+            length = min(cfg.log_every, cfg.steps - step)
+            t0 = time.perf_counter()
+            states, metrics = self._chunk(states, jnp.asarray(step), length)
+            metrics = jax.device_get(metrics)  # (runs, length) each
+            elapsed = time.perf_counter() - t0
+            if step > start_step and length == cfg.log_every:  # first chunk: compilation
+                timed_steps, timed_seconds = timed_steps + length, timed_seconds + elapsed
+            _check_finite(metrics, step, labels)
+            step += length
+            history["step"].append(step)
+            for name in ("elbo", "reconstruction", "kl"):
+                history[name].append(np.mean(metrics[name], axis=1).tolist())
+            bar.update(length)
+            bar.set_postfix(elbo=f"{np.mean(history['elbo'][-1]):.4f}")
+            if checkpoint_dir and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                save_checkpoint(checkpoint_dir, states, step, history, cfg)
+        bar.close()
+        sps = timed_seconds / timed_steps if timed_steps else float("nan")
+        return TrainResult(states, history, sps)
+
+
+def _check_finite(metrics, first_step, labels):
+    for name in ("elbo", "reconstruction", "kl", "grad_norm"):
+        bad = ~np.isfinite(metrics[name])
+        if bad.any():
+            run, offset = np.argwhere(bad)[0]
+            raise TrainingDivergedError(
+                f"non-finite {name} ({metrics[name][run, offset]}) at step "
+                f"{first_step + offset} in run {labels[run]}; lower the learning rate or check "
+                "the data for NaN/Inf"
+            )
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(directory, states: RunState, step: int, history: dict, config: TrainConfig):
+    """Write states (msgpack) and step/history/config (JSON) atomically into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / "state.msgpack.tmp"
+    tmp.write_bytes(flax.serialization.to_bytes(jax.device_get(states)))
+    tmp.replace(directory / "state.msgpack")
+    meta = {"step": step, "history": history, "config": dataclasses.asdict(config)}
+    (directory / "meta.json.tmp").write_text(json.dumps(meta))
+    (directory / "meta.json.tmp").replace(directory / "meta.json")
+
+
+def load_checkpoint(directory, template: RunState, config: TrainConfig):
+    """(states, step, history) from ``directory``; the training config must match."""
+    directory = Path(directory)
+    meta_path, state_path = directory / "meta.json", directory / "state.msgpack"
+    if not (meta_path.exists() and state_path.exists()):
+        raise FileNotFoundError(f"no checkpoint in {directory}")
+    meta = json.loads(meta_path.read_text())
+    saved = {k: v for k, v in meta["config"].items() if k != "steps"}
+    now = {k: v for k, v in dataclasses.asdict(config).items() if k != "steps"}
+    if saved != now:
+        diff = {k: (saved.get(k), now.get(k)) for k in now if saved.get(k) != now.get(k)}
+        raise ValueError(f"checkpoint in {directory} was written with another config: {diff}")
+    states = flax.serialization.from_bytes(template, state_path.read_bytes())
+    return jax.tree.map(jnp.asarray, states), meta["step"], meta["history"]
+
+
+__all__ = [
+    "RunState",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingDivergedError",
+    "batch_elbo",
+    "load_checkpoint",
+    "random_block_masks",
+    "save_checkpoint",
+]

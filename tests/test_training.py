@@ -1,0 +1,105 @@
+"""Training loop: masks, vmapped runs, exact resume, NaN guard."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from svae_core.models import ModelConfig, build_model
+from svae_core.training import (
+    TrainConfig,
+    Trainer,
+    TrainingDivergedError,
+    load_checkpoint,
+    random_block_masks,
+    save_checkpoint,
+)
+
+
+def small_data(num=12, T=30, N=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.cumsum(rng.normal(size=(num, T, 2)) * 0.3, axis=1)
+    C = rng.normal(size=(N, 2))
+    return jnp.asarray(x @ C.T + 0.1 * rng.normal(size=(num, T, N)), jnp.float32)
+
+
+def test_random_block_masks_hide_one_contiguous_block():
+    masks = np.asarray(random_block_masks(jax.random.PRNGKey(0), 500, 50, 0.4))
+    lengths = []
+    for row in masks:
+        hidden = np.flatnonzero(~row)
+        if hidden.size:
+            assert np.all(np.diff(hidden) == 1), "hidden steps must be contiguous"
+        lengths.append(hidden.size)
+    assert max(lengths) <= 20 and min(lengths) == 0
+    assert len(set(lengths)) > 10  # lengths vary from step to step
+    assert np.all(np.asarray(random_block_masks(jax.random.PRNGKey(1), 5, 50, 0.0)))
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    y = small_data()
+    cfg = TrainConfig(steps=40, batch_size=4, learning_rate=5e-3, warmup_steps=5, log_every=10,
+                      checkpoint_every=20)
+    return Trainer(build_model("svae", ModelConfig(2, 4)), y, cfg)
+
+
+def _leaves(states):
+    return [np.asarray(x) for x in jax.tree.leaves(states.params)]
+
+
+def test_runs_batched_together_equal_runs_alone(trainer):
+    both = trainer.fit(trainer.init_runs([3, 4]), progress=False).states
+    alone = trainer.fit(trainer.init_runs([4]), progress=False).states
+    for b, a in zip(_leaves(both), _leaves(alone), strict=True):
+        np.testing.assert_allclose(b[1], a[0], rtol=2e-5, atol=2e-6)
+
+
+def test_resume_continues_exactly(trainer, tmp_path):
+    full = trainer.fit(trainer.init_runs([7]), progress=False)
+    half_cfg = TrainConfig(**{**trainer.config.__dict__, "steps": 20})
+    half = Trainer(trainer.model, trainer.y, half_cfg).fit(trainer.init_runs([7]),
+                                                           progress=False)
+    save_checkpoint(tmp_path, half.states, 20, half.history, half_cfg)
+    states, step, history = load_checkpoint(tmp_path, trainer.init_runs([7]), trainer.config)
+    assert step == 20 and len(history["elbo"]) == 2
+    resumed = trainer.fit(states, start_step=step, history=history, progress=False)
+    for r, f in zip(_leaves(resumed.states), _leaves(full.states), strict=True):
+        np.testing.assert_allclose(r, f, rtol=1e-6, atol=1e-7)
+    assert resumed.history["step"] == full.history["step"]
+
+
+def test_checkpoint_refuses_other_config(trainer, tmp_path):
+    states = trainer.init_runs([0])
+    save_checkpoint(tmp_path, states, 0, {"step": []}, trainer.config)
+    other = TrainConfig(**{**trainer.config.__dict__, "learning_rate": 1.0})
+    with pytest.raises(ValueError, match="learning_rate"):
+        load_checkpoint(tmp_path, states, other)
+
+
+def test_training_improves_elbo(trainer):
+    result = trainer.fit(trainer.init_runs([0]), progress=False)
+    elbo = [e[0] for e in result.history["elbo"]]
+    assert elbo[-1] > elbo[0] + 0.1, elbo
+
+
+def test_nan_guard_names_step_and_quantity():
+    y = small_data()
+    y = y.at[:, 5, 0].set(jnp.nan)
+    cfg = TrainConfig(steps=20, batch_size=4, log_every=10)
+    tr = Trainer(build_model("svae", ModelConfig(2, 4)), y, cfg)
+    with pytest.raises(TrainingDivergedError, match=r"non-finite elbo .* at step 0 in run 0"):
+        tr.fit(tr.init_runs([0]), progress=False)
+
+
+def test_bad_trainer_inputs():
+    y = small_data()
+    model = build_model("svae", ModelConfig(2, 4))
+    with pytest.raises(ValueError, match="batch_size"):
+        Trainer(model, y, TrainConfig(batch_size=100))
+    with pytest.raises(ValueError, match="shape"):
+        Trainer(model, y[0], TrainConfig())
+    with pytest.raises(ValueError, match="mask_fraction"):
+        TrainConfig(mask_fraction=1.5)

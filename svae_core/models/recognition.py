@@ -29,6 +29,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from svae_core.inference import lds_log_prob
@@ -86,8 +87,10 @@ def noise_dtype(y):
 
 def standard_normal_noise(key, num_samples, T, D, dtype=jnp.float32):
     """ε (S, T, D) ~ N(0, I), the noise every baseline's sampler is driven by."""
-    if not isinstance(num_samples, int) or num_samples < 1:
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
+            or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    num_samples = int(num_samples)
     return jax.random.normal(key, (num_samples, T, D), dtype)
 
 
@@ -143,7 +146,7 @@ def _linear_recursion(A, innov):
 
     def step(z_prev, inputs):
         A_t, innov_t = inputs
-        z_t = z_prev @ A_t.T + innov_t
+        z_t = jnp.sum(A_t * z_prev[..., None, :], axis=-1) + innov_t  # fused, no tiny matmul
         return z_t, z_t
 
     _, z = lax.scan(step, jnp.zeros_like(innov[:, 0]), (A, jnp.swapaxes(innov, 0, 1)))
@@ -182,8 +185,14 @@ def ar_linear_marginal_means(params: LinearGaussianParams):
     return _linear_recursion(params.A, params.m[None])[0]
 
 
-def monte_carlo_elbo(prior_module, decoder, x, log_q, y):
-    """ELBOTerms from samples x (S, T, D) of q with log q(x) (S,), observations y (T, N).
+def encoder_mask(mask, observed):
+    """Steps the encoder may see: mask, and (if given) only steps that were ever observed."""
+    return mask if observed is None else mask & observed
+
+
+def monte_carlo_elbo(prior_module, decoder, x, log_q, y, observed=None):
+    """ELBOTerms from samples x (S, T, D) of q with log q(x) (S,), observations y (T, N);
+    steps with observed (T,) False are left out of the reconstruction.
 
     KL(q‖p) ≈ mean_s [log q(x_s) − log p(x_s)] with the same samples as the reconstruction
     term (unbiased; its gradient is the usual reparameterisation gradient).
@@ -191,7 +200,7 @@ def monte_carlo_elbo(prior_module, decoder, x, log_q, y):
     prior = prior_module()
     log_p = jax.vmap(lds_log_prob, in_axes=(None, 0))(prior, x)
     kl = jnp.mean(log_q - log_p)
-    recon = reconstruction(decoder, x, y)
+    recon = reconstruction(decoder, x, y, observed)
     return ELBOTerms(recon - kl, recon, kl)
 
 
@@ -224,7 +233,7 @@ class LinearGaussianBaseline(nn.Module):
     def _sample(self, params, eps):
         if not self.transition:  # mean field: no recursion needed
             x = params.m + jnp.sqrt(params.v) * eps
-            return x, jnp.sum(diag_gaussian_log_prob(x, params.m, params.v), axis=(-2, -1))
+            return x, jnp.sum(diag_gaussian_log_prob(x, params.m, params.v), axis=-1)
         x = ar_linear_sample(params, eps)
         return x, ar_linear_log_prob(params, x)
 
@@ -241,10 +250,11 @@ class LinearGaussianBaseline(nn.Module):
         x, _ = self._sample(params, eps)
         return BaselinePosterior(ar_linear_marginal_means(params), x)
 
-    def __call__(self, y, mask, key, num_samples=1) -> ELBOTerms:
-        """ELBOTerms for y (T, N), mask (T,) with S = num_samples reparameterised samples."""
+    def __call__(self, y, mask, key, num_samples=1, observed=None) -> ELBOTerms:
+        """ELBOTerms for y (T, N), mask (T,) with S = num_samples reparameterised samples;
+        observed (T,) optional, as in the contract of :mod:`.base`."""
         check_sequence(y, mask, self.config)
         eps = standard_normal_noise(key, num_samples, y.shape[0], self.config.latent_dim,
                                     noise_dtype(y))
-        x, log_q = self.sample_and_log_prob(y, mask, eps)
-        return monte_carlo_elbo(self.prior, self.decoder, x, log_q, y)
+        x, log_q = self.sample_and_log_prob(y, encoder_mask(mask, observed), eps)
+        return monte_carlo_elbo(self.prior, self.decoder, x, log_q, y, observed)

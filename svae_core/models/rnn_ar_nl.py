@@ -28,6 +28,7 @@ from svae_core.models.recognition import (
     BiGRUEncoder,
     GaussianHeads,
     diag_gaussian_log_prob,
+    encoder_mask,
     masked_input,
     monte_carlo_elbo,
     noise_dtype,
@@ -93,10 +94,11 @@ class RNNARNL(nn.Module):
                                     noise_dtype(y))
         return BaselinePosterior(None, self.sample_and_log_prob(y, mask, eps)[0])
 
-    def __call__(self, y, mask, key, num_samples=1) -> ELBOTerms:
-        """ELBOTerms for y (T, N), mask (T,) with S = num_samples reparameterised samples."""
+    def __call__(self, y, mask, key, num_samples=1, observed=None) -> ELBOTerms:
+        """ELBOTerms for y (T, N), mask (T,) with S = num_samples reparameterised samples;
+        observed (T,) optional, as in the contract of :mod:`.base`."""
         check_sequence(y, mask, self.config)
         eps = standard_normal_noise(key, num_samples, y.shape[0], self.config.latent_dim,
                                     noise_dtype(y))
-        x, log_q = self.sample_and_log_prob(y, mask, eps)
-        return monte_carlo_elbo(self.prior, self.decoder, x, log_q, y)
+        x, log_q = self.sample_and_log_prob(y, encoder_mask(mask, observed), eps)
+        return monte_carlo_elbo(self.prior, self.decoder, x, log_q, y, observed)

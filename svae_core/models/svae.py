@@ -65,10 +65,11 @@ class SVAE(nn.Module):
         self.decoder = GaussianDecoder(self.config.obs_dim, self.config.decoder_hidden)
 
     def potentials(self, y, mask):
-        J, h = self.encoder(y)
-        keep = mask.astype(y.dtype)
-        J = J * keep.reshape(-1, *([1] * (J.ndim - 1)))
-        return GaussianPotentials(J, h * keep[:, None])
+        """(J, h) per step; exactly zero where mask is False. Hidden steps are selected out,
+        not multiplied by 0, so a NaN placeholder there cannot leak (nor into gradients)."""
+        J, h = self.encoder(jnp.where(mask[:, None], y, 0.0))
+        J = jnp.where(mask.reshape(-1, *([1] * (J.ndim - 1))), J, 0.0)
+        return GaussianPotentials(J, jnp.where(mask[:, None], h, 0.0))
 
     def posterior(self, y, mask, key, num_samples=1):
         """(LDSPosterior, samples (S, T, D)) of q for one sequence."""

@@ -1,24 +1,52 @@
-"""Synthetic data sets for the book's chapters and the tests.
+"""Synthetic data sets for the book's chapters, the tests and the benchmarks.
 
 :mod:`.lds`: a rotating linear-dynamical-system prior, simulation from it, direct noisy
 observations of its state, and the Gaussian potentials those (optionally masked) observations
-define.
+define; and the LDS benchmark of Zhao & Linderman (2023, §4.1, appendix A): random rotating
+linear-Gaussian state-space models, the grid and appendix presets, and the exact and
+static-baseline ("null model") log-likelihoods.
 """
 
 from svae_core.datasets.lds import (
+    LDS_APPENDIX,
+    LDS_GRID,
+    LDS_SETTINGS,
+    LDSBenchmark,
+    LDSSetting,
+    LinearGaussianSSM,
+    lds_setting,
+    make_lds_benchmark,
     missing_span_mask,
     observation_log_constant,
     potentials_from_observations,
+    prior_marginals,
+    random_lds,
     rotating_lds_prior,
     sample_lds,
     sample_observations,
+    sample_ssm,
+    ssm_log_likelihood,
+    static_null_log_likelihood,
 )
 
 __all__ = [
+    "LDS_APPENDIX",
+    "LDS_GRID",
+    "LDS_SETTINGS",
+    "LDSBenchmark",
+    "LDSSetting",
+    "LinearGaussianSSM",
+    "lds_setting",
+    "make_lds_benchmark",
     "missing_span_mask",
     "observation_log_constant",
     "potentials_from_observations",
+    "prior_marginals",
+    "random_lds",
     "rotating_lds_prior",
     "sample_lds",
     "sample_observations",
+    "sample_ssm",
+    "ssm_log_likelihood",
+    "static_null_log_likelihood",
 ]

@@ -1,0 +1,7 @@
+"""``python -m svae_core``: see :mod:`svae_core.cli`."""
+
+import sys
+
+from svae_core.cli import main
+
+sys.exit(main())

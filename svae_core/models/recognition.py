@@ -128,7 +128,11 @@ class GaussianHeads(nn.Module):
         if self.transition:
             raw_A = nn.Dense(D * D, kernel_init=_SMALL_INIT, name="transition_out")(
                 mlp(feats, self.hidden, "transition"))
-            A = raw_A.reshape(*feats.shape[:-1], D, D)
+            raw_A = raw_A.reshape(*feats.shape[:-1], D, D)
+            # ‖A_t‖₂ ≤ ‖A_t‖_F ≤ 1: products of A_t over long sequences cannot blow up
+            # (unconstrained heads gave inf at T = 1000 on unnormalised inputs).
+            frob = jnp.sqrt(jnp.sum(raw_A**2, axis=(-2, -1), keepdims=True) + 1e-12)
+            A = raw_A / jnp.maximum(1.0, frob)
         return m, A, v
 
 

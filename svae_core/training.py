@@ -96,10 +96,9 @@ def random_block_masks(key, num_sequences, num_timesteps, max_fraction):
 def batch_elbo(model, params, y, mask, key, num_samples, observed=None):
     """ELBOTerms averaged over a batch y (B, T, N), in nats per time step per obs dim."""
     keys = jax.random.split(key, y.shape[0])
-    kwargs = {} if observed is None else {"observed": observed}
-    apply = lambda yi, mi, ki, *obs: model.apply(params, yi, mi, ki, num_samples=num_samples,
-                                                 **dict(zip(kwargs, obs, strict=True)))
-    terms = jax.vmap(apply)(y, mask, keys, *kwargs.values())
+    apply = lambda yi, mi, ki, oi: model.apply(params, yi, mi, ki, num_samples=num_samples,
+                                               observed=oi)
+    terms = jax.vmap(apply)(y, mask, keys, observed)  # observed=None maps to None
     scale = 1.0 / (y.shape[1] * y.shape[2])
     return jax.tree.map(lambda v: jnp.mean(v) * scale, terms)
 

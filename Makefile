@@ -9,13 +9,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test book chapter bench lint clean
 
-# Reinstall whenever the dependency list changes; the pip config on some machines prints
-# harmless "Location ... is ignored" warnings, filtered here.
+# Reinstall whenever the dependency list changes. pip's chatter (index warnings, setuptools
+# deprecation notices) goes to .venv/install.log, which is printed only if the install fails.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "Installing svae_core and its pinned dependencies into $(VENV) ..."
-	@$(PY) -m pip install -q --upgrade pip 2>&1 | { grep -v "is ignored: it is neither" || true; }
-	@$(PY) -m pip install -q -e '.[dev]' 2>&1 | { grep -v -e "is ignored: it is neither" -e "BuildBackendWarning" || true; }
+	@echo "Installing svae_core and its pinned dependencies into $(VENV) (log: $(VENV)/install.log) ..."
+	@{ $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]'; } \
+		> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	@$(PY) -c "import svae_core, jax, flax, optax, dynamax, papermill, jupyter_book"
 	@touch $@
 

@@ -208,7 +208,28 @@ def monte_carlo_elbo(prior_module, decoder, x, log_q, y, observed=None):
     return ELBOTerms(recon - kl, recon, kl)
 
 
-class LinearGaussianBaseline(nn.Module):
+class MonteCarloBaseline(nn.Module):
+    """What every baseline shares: noise for S samples and the Monte Carlo ELBO. Subclasses
+    provide ``self.prior``, ``self.decoder`` and ``sample_and_log_prob(y, mask, eps)``."""
+
+    config: ModelConfig
+
+    def noise(self, key, num_samples, y):
+        """Standard normal ε (S, T, D) for y (T, N)."""
+        return standard_normal_noise(key, num_samples, y.shape[0], self.config.latent_dim,
+                                     noise_dtype(y))
+
+    def __call__(self, y, mask, key, num_samples=1, observed=None) -> ELBOTerms:
+        """ELBOTerms for y (T, N), mask (T,) with S = num_samples reparameterised samples;
+        observed (T,) optional, as in the contract of :mod:`.base`."""
+        check_sequence(y, mask, self.config)
+        eps = standard_normal_noise(key, num_samples, y.shape[0], self.config.latent_dim,
+                                    noise_dtype(y))
+        x, log_q = self.sample_and_log_prob(y, encoder_mask(mask, observed), eps)
+        return monte_carlo_elbo(self.prior, self.decoder, x, log_q, y, observed)
+
+
+class LinearGaussianBaseline(MonteCarloBaseline):
     """Common body of RNN-MF, RNN-AR-L and CNN-AR-L: an encoder (T, N) -> (T, F) features,
     per-step heads -> LinearGaussianParams, and the AR-L (or mean-field) posterior.
 
@@ -217,7 +238,6 @@ class LinearGaussianBaseline(nn.Module):
     'heads'.
     """
 
-    config: ModelConfig
     transition = False  # class attribute, not a dataclass field
 
     def make_encoder(self) -> nn.Module:
@@ -249,16 +269,5 @@ class LinearGaussianBaseline(nn.Module):
         """BaselinePosterior(mean (T, D) = E_q[x_t], samples (S, T, D)) for one sequence;
         the samples are those ``__call__`` uses for the same key."""
         params = self.gaussian_params(y, mask)
-        eps = standard_normal_noise(key, num_samples, y.shape[0], self.config.latent_dim,
-                                    noise_dtype(y))
-        x, _ = self._sample(params, eps)
+        x, _ = self._sample(params, self.noise(key, num_samples, y))
         return BaselinePosterior(ar_linear_marginal_means(params), x)
-
-    def __call__(self, y, mask, key, num_samples=1, observed=None) -> ELBOTerms:
-        """ELBOTerms for y (T, N), mask (T,) with S = num_samples reparameterised samples;
-        observed (T,) optional, as in the contract of :mod:`.base`."""
-        check_sequence(y, mask, self.config)
-        eps = standard_normal_noise(key, num_samples, y.shape[0], self.config.latent_dim,
-                                    noise_dtype(y))
-        x, log_q = self.sample_and_log_prob(y, encoder_mask(mask, observed), eps)
-        return monte_carlo_elbo(self.prior, self.decoder, x, log_q, y, observed)

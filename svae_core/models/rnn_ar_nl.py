@@ -17,22 +17,16 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from svae_core.models.base import (
-    ELBOTerms,
     GaussianDecoder,
     LearnedLDSPrior,
-    ModelConfig,
-    check_sequence,
 )
 from svae_core.models.recognition import (
     BaselinePosterior,
     BiGRUEncoder,
     GaussianHeads,
+    MonteCarloBaseline,
     diag_gaussian_log_prob,
-    encoder_mask,
     masked_input,
-    monte_carlo_elbo,
-    noise_dtype,
-    standard_normal_noise,
 )
 
 
@@ -58,13 +52,11 @@ class AutoregressiveCell(nn.Module):
         return (h, x), (x, diag_gaussian_log_prob(x, mean, var))
 
 
-class RNNARNL(nn.Module):
+class RNNARNL(MonteCarloBaseline):
     """RNN-AR-NL posterior; BiGRU and autoregressive GRU both of width config.rnn_hidden, heads
     of widths config.head_hidden. Parameters: 'prior', 'decoder' (as the SVAE), 'encoder',
     'autoregressive'. ``posterior`` returns BaselinePosterior(mean=None, samples (S, T, D)): the
     marginal means have no closed form (average the samples if needed)."""
-
-    config: ModelConfig
 
     def setup(self):
         c = self.config
@@ -90,15 +82,5 @@ class RNNARNL(nn.Module):
 
     def posterior(self, y, mask, key, num_samples=1) -> BaselinePosterior:
         """BaselinePosterior(None, samples (S, T, D)); the samples ``__call__`` uses for key."""
-        eps = standard_normal_noise(key, num_samples, y.shape[0], self.config.latent_dim,
-                                    noise_dtype(y))
+        eps = self.noise(key, num_samples, y)
         return BaselinePosterior(None, self.sample_and_log_prob(y, mask, eps)[0])
-
-    def __call__(self, y, mask, key, num_samples=1, observed=None) -> ELBOTerms:
-        """ELBOTerms for y (T, N), mask (T,) with S = num_samples reparameterised samples;
-        observed (T,) optional, as in the contract of :mod:`.base`."""
-        check_sequence(y, mask, self.config)
-        eps = standard_normal_noise(key, num_samples, y.shape[0], self.config.latent_dim,
-                                    noise_dtype(y))
-        x, log_q = self.sample_and_log_prob(y, encoder_mask(mask, observed), eps)
-        return monte_carlo_elbo(self.prior, self.decoder, x, log_q, y, observed)

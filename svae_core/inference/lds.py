@@ -331,6 +331,25 @@ def _sample_path(elems, chol_L, noise, method):
     return jnp.concatenate([path, offsets[-1:]])
 
 
+def _smooth(filtered, elems, method):
+    smooth = _smooth_parallel if method == "parallel" else _smooth_sequential
+    means, covs = smooth(elems)
+    cross_cov = elems.E[:-1] @ covs[1:]  # Cov(x_t, x_{t+1}) = E_t Σ_{t+1|T}
+    return LDSPosterior(means, covs, cross_cov, filtered.log_normalizer, filtered)
+
+
+def _sample(key, prior, pots, filtered, num_samples, method):
+    elems = _backward_elements(prior, filtered.mean, filtered.cov)
+    chol_L = jnp.linalg.cholesky(elems.L)
+    noise = jax.random.normal(key, (num_samples, *elems.g.shape), elems.g.dtype)
+    return jax.vmap(lambda eps: _sample_path(elems, chol_L, eps, method))(noise), elems
+
+
+def _check_num_samples(num_samples):
+    if not (isinstance(num_samples, int) and num_samples >= 1):
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+
+
 # ----------------------------------------------------------------------------- public API
 
 
@@ -365,20 +384,6 @@ def lds_smoother(prior: LDSPrior, potentials: GaussianPotentials, method: str = 
     return _smooth(filtered, _backward_elements(prior, filtered.mean, filtered.cov), method)
 
 
-def _smooth(filtered, elems, method):
-    smooth = _smooth_parallel if method == "parallel" else _smooth_sequential
-    means, covs = smooth(elems)
-    cross_cov = elems.E[:-1] @ covs[1:]  # Cov(x_t, x_{t+1}) = E_t Σ_{t+1|T}
-    return LDSPosterior(means, covs, cross_cov, filtered.log_normalizer, filtered)
-
-
-def _sample(key, prior, pots, filtered, num_samples, method):
-    elems = _backward_elements(prior, filtered.mean, filtered.cov)
-    chol_L = jnp.linalg.cholesky(elems.L)
-    noise = jax.random.normal(key, (num_samples, *elems.g.shape), elems.g.dtype)
-    return jax.vmap(lambda eps: _sample_path(elems, chol_L, eps, method))(noise), elems
-
-
 @partial(jax.jit, static_argnames=("num_samples", "method"))
 def lds_smoother_and_sample(
     key: jax.Array,
@@ -399,11 +404,6 @@ def lds_smoother_and_sample(
     filtered = _filter(prior, pots, method)
     samples, elems = _sample(key, prior, pots, filtered, num_samples, method)
     return _smooth(filtered, elems, method), samples
-
-
-def _check_num_samples(num_samples):
-    if not (isinstance(num_samples, int) and num_samples >= 1):
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
 
 
 @jax.jit

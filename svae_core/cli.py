@@ -14,7 +14,6 @@ one ``error:`` line and exits with status 2, writing nothing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
@@ -22,8 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-import svae_core
 
 EXIT_BAD_INPUT = 2
 
@@ -154,16 +151,13 @@ def load_data(args):
 
 
 def run_train(args) -> dict:
-    import jax
-
-    from svae_core import evaluation
-    from svae_core.datasets import ssm_log_likelihood, static_null_log_likelihood
-    from svae_core.models import ModelConfig, build_model
-    from svae_core.training import TrainConfig, Trainer, load_checkpoint
+    from svae_core.experiments import train_and_evaluate
+    from svae_core.models import ModelConfig
+    from svae_core.training import CheckpointError, TrainConfig
 
     data = load_data(args)
-    y_train, y_test = data["y_train"], data["y_test"]
-    _, T, N = y_train.shape
+    y_train = data["y_train"]
+    N = y_train.shape[2]
     try:
         model_config = ModelConfig(
             latent_dim=args.latent_dim, obs_dim=N, decoder_hidden=args.decoder_hidden,
@@ -180,53 +174,29 @@ def run_train(args) -> dict:
         raise CLIError(str(exc)) from None
     if args.resume and not args.checkpoint_dir:
         raise CLIError("--resume needs --checkpoint-dir")
-
-    model = build_model(args.model, model_config)
-    trainer = Trainer(model, y_train, train_config, observed=data["observed"])
-    states, start, history = trainer.init_runs([args.seed]), 0, None
-    if args.resume:
-        try:
-            states, start, history = load_checkpoint(args.checkpoint_dir, states, train_config)
-        except (FileNotFoundError, ValueError) as exc:
-            raise CLIError(str(exc)) from None
-    result = trainer.fit(states, start_step=start, history=history,
-                         checkpoint_dir=args.checkpoint_dir, progress=not args.no_progress,
-                         run_labels=[f"seed {args.seed}"])
-    params = jax.tree.map(lambda x: x[0], result.states.params)
-
-    key = jax.random.PRNGKey(args.seed + 1_000_003)
-    k_train, k_test = jax.random.split(key)
-    evaluate = lambda y, k, obs=None: evaluation.evaluate_elbo(
-        model, params, y, k, num_samples=args.eval_samples, num_repeats=args.eval_repeats,
-        observed=obs)
-    train_eval = evaluate(y_train, k_train, data["observed"])
+    try:
+        runs = train_and_evaluate(
+            args.model, y_train, model_config, train_config, y_test=data["y_test"],
+            observed=data["observed"], ssm=data["ssm"], seeds=[args.seed],
+            eval_samples=args.eval_samples, eval_repeats=args.eval_repeats,
+            progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
+            resume=args.resume)
+    except CheckpointError as exc:  # nothing to resume, or another config
+        raise CLIError(str(exc)) from None
+    rec = runs.records[0]
     out = {
-        "version": svae_core.__version__,
+        "version": rec["version"],
         "config": {
             "command": "train", "model": args.model, "data": data["source"],
-            "model_config": dataclasses.asdict(model_config),
-            "train_config": dataclasses.asdict(train_config),
+            "model_config": rec["model_config"], "train_config": rec["train_config"],
             "seed": args.seed, "data_seed": args.data_seed if args.data == "lds" else None,
             "eval_samples": args.eval_samples, "eval_repeats": args.eval_repeats,
         },
         "units": "nats per time step per observation dimension",
-        "train_elbo": train_eval.mean, "train_elbo_se": train_eval.se,
-        "test_elbo": None, "test_elbo_se": None,
-        "true_mll": None, "null_ll": None, "gap_fraction": None,
-        "seconds_per_step": result.seconds_per_step,
-        "history": result.history,
-        "device": str(jax.devices()[0]),
     }
-    if y_test is not None:
-        test_eval = evaluate(y_test, k_test)
-        out["test_elbo"], out["test_elbo_se"] = test_eval.mean, test_eval.se
-    if data["ssm"] is not None and y_test is not None:
-        scale = 1.0 / (T * N)
-        true_ll = float(np.mean(ssm_log_likelihood(data["ssm"], y_test))) * scale
-        null_ll = float(np.mean(static_null_log_likelihood(data["ssm"], y_test))) * scale
-        evaluation.audit_elbo_bound(out["test_elbo"], out["test_elbo_se"], true_ll)
-        out.update(true_mll=true_ll, null_ll=null_ll,
-                   gap_fraction=evaluation.gap_fraction(out["test_elbo"], null_ll, true_ll))
+    keys = ("train_elbo", "train_elbo_se", "test_elbo", "test_elbo_se", "true_mll", "null_ll",
+            "gap_fraction", "seconds_per_step", "history", "device")
+    out.update({k: rec[k] for k in keys})
     return out
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "audit_elbo_bound",
     "evaluate_elbo",
     "gap_fraction",
+    "linear_decoding_r2",
     "per_step_per_dim",
 ]
 
@@ -289,3 +290,75 @@ def audit_elbo_bound(elbo_mean, elbo_se, true_ll_mean, z: float = 4.0, atol: flo
             "numbers score the same steps of the same sequences."
         )
     return margin
+
+
+def _decoding_arrays(features, targets, split):
+    """Validate one split; return (X (n, D), Y (n, K), single-target flag), float64."""
+    X, Y = np.asarray(features), np.asarray(targets)
+    if X.ndim < 2 or X.shape[-1] < 1:
+        raise ValueError(f"features_{split} must have shape (..., D) with at least one leading "
+                         f"axis and D >= 1, got {X.shape}")
+    lead = X.shape[:-1]
+    # A target array shaped like the features' leading axes is one target (K = 1); otherwise
+    # its leading axes must match the features' and its last axis holds the K targets.
+    single = Y.shape == lead
+    if not single and (Y.ndim < 2 or Y.shape[:-1] != lead or Y.shape[-1] < 1):
+        raise ValueError(f"targets_{split} must have shape features.shape[:-1] + (K,) = "
+                         f"{lead} + (K,), or {lead} for one target; got {Y.shape} against "
+                         f"features_{split} {X.shape}")
+    X = X.reshape(-1, X.shape[-1]).astype(np.float64)
+    Y = Y.reshape(X.shape[0], -1).astype(np.float64)
+    if X.shape[0] < 1:
+        raise ValueError(f"features_{split} has no rows: {np.shape(features)}")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(Y))):
+        raise ValueError(f"features_{split} and targets_{split} must be finite")
+    return X, Y, single
+
+
+def linear_decoding_r2(features_train, targets_train, features_test, targets_test):
+    """Held-out R² of a least-squares linear read-out (with intercept) of targets from features.
+
+    Zhao & Linderman (2023, §4.3, Fig. 4) regress the true pendulum state onto the posterior
+    means: fit ``y ≈ W x + c`` by ordinary least squares on the training rows, then score each
+    target column k on the test rows as
+
+        R²_k = 1 − Σ_i (y_ik − ŷ_ik)² / Σ_i (y_ik − ȳ_k)²,   ȳ_k the TEST mean of column k,
+
+    so 1 = perfect, 0 = no better than predicting the test mean, negative = worse (possible
+    out of sample). All leading axes are flattened into rows, e.g. (S, T, D) posterior means
+    against (S, T, 2) targets (sin θ, cos θ) or (S, T) angular velocity. The fit is computed in
+    float64 on centred data (the intercept then is ȳ_train − W x̄_train) with ``np.linalg.lstsq``,
+    which returns the minimum-norm solution when features are collinear.
+
+    Args:
+        features_train: (..., D) regressors, e.g. posterior means (S, T, D).
+        targets_train: (..., K) with the same leading axes, or shaped like
+            ``features_train.shape[:-1]`` for a single target.
+        features_test: (..., D) with the same D.  targets_test: as ``targets_train`` for them,
+            with the same K (or single) as the training targets.
+    Returns:
+        (K,) float64 array of per-column R², or a float for a single target. Average columns
+        with ``r2.mean()`` (e.g. one number for the angle from its (sin θ, cos θ) pair). A
+        column whose test targets are constant has no variance to explain: NaN.
+    Raises:
+        ValueError: on mismatched or empty shapes, different D or K between the splits, or
+            non-finite values.
+    """
+    X_tr, Y_tr, single_tr = _decoding_arrays(features_train, targets_train, "train")
+    X_te, Y_te, single_te = _decoding_arrays(features_test, targets_test, "test")
+    if X_tr.shape[1] != X_te.shape[1]:
+        raise ValueError(f"train and test features differ in D: {X_tr.shape[1]} vs "
+                         f"{X_te.shape[1]}")
+    if single_tr != single_te or Y_tr.shape[1] != Y_te.shape[1]:
+        raise ValueError(f"train and test targets differ in K: {np.shape(targets_train)} vs "
+                         f"{np.shape(targets_test)} (against features "
+                         f"{np.shape(features_train)}, {np.shape(features_test)})")
+    x_mean, y_mean = X_tr.mean(axis=0), Y_tr.mean(axis=0)
+    W, *_ = np.linalg.lstsq(X_tr - x_mean, Y_tr - y_mean, rcond=None)  # (D, K)
+    pred = (X_te - x_mean) @ W + y_mean
+    sse = np.sum((Y_te - pred) ** 2, axis=0)
+    sst = np.sum((Y_te - Y_te.mean(axis=0)) ** 2, axis=0)
+    # Test exactly for constant columns: their rounded SST can be a tiny positive number.
+    varies = np.ptp(Y_te, axis=0) > 0
+    r2 = np.where(varies, 1.0 - sse / np.where(varies, sst, 1.0), np.nan)
+    return float(r2[0]) if single_tr else r2

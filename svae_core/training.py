@@ -72,10 +72,15 @@ class TrainingDivergedError(FloatingPointError):
     """A loss or gradient became NaN/Inf; the message names the step, run and quantity."""
 
 
+class CheckpointError(ValueError):
+    """No checkpoint to resume from, or one written with another training config."""
+
+
 class TrainResult(NamedTuple):
     states: RunState  # stacked over runs
     history: dict  # "step": [...], "elbo", "reconstruction", "kl": [[per run] per log point]
     seconds_per_step: float  # wall time per step for all runs together, compile excluded
+    chunk_seconds: tuple = ()  # wall time of each full timed chunk of log_every steps
 
 
 def _optimizer(learning_rate, config):
@@ -192,7 +197,7 @@ class Trainer:
         labels = run_labels or [str(i) for i in range(num_runs)]
         bar = tqdm(total=cfg.steps, initial=start_step, disable=not progress, unit="step",
                    desc=f"training {num_runs} run(s)")
-        step, timed_steps, timed_seconds = start_step, 0, 0.0
+        step, chunk_seconds = start_step, []
         while step < cfg.steps:
             length = min(cfg.log_every, cfg.steps - step)
             t0 = time.perf_counter()
@@ -200,7 +205,7 @@ class Trainer:
             metrics = jax.device_get(metrics)  # (runs, length) each
             elapsed = time.perf_counter() - t0
             if step > start_step and length == cfg.log_every:  # first chunk: compilation
-                timed_steps, timed_seconds = timed_steps + length, timed_seconds + elapsed
+                chunk_seconds.append(elapsed)
             _check_finite(metrics, step, labels)
             step += length
             history["step"].append(step)
@@ -211,8 +216,9 @@ class Trainer:
             if checkpoint_dir and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 save_checkpoint(checkpoint_dir, states, step, history, cfg)
         bar.close()
-        sps = timed_seconds / timed_steps if timed_steps else float("nan")
-        return TrainResult(states, history, sps)
+        sps = sum(chunk_seconds) / (len(chunk_seconds) * cfg.log_every) if chunk_seconds \
+            else float("nan")
+        return TrainResult(states, history, sps, tuple(chunk_seconds))
 
 
 def _check_finite(metrics, first_step, labels):
@@ -247,18 +253,19 @@ def load_checkpoint(directory, template: RunState, config: TrainConfig):
     directory = Path(directory)
     meta_path, state_path = directory / "meta.json", directory / "state.msgpack"
     if not (meta_path.exists() and state_path.exists()):
-        raise FileNotFoundError(f"no checkpoint in {directory}")
+        raise CheckpointError(f"no checkpoint in {directory}")
     meta = json.loads(meta_path.read_text())
     saved = {k: v for k, v in meta["config"].items() if k != "steps"}
     now = {k: v for k, v in dataclasses.asdict(config).items() if k != "steps"}
     if saved != now:
         diff = {k: (saved.get(k), now.get(k)) for k in now if saved.get(k) != now.get(k)}
-        raise ValueError(f"checkpoint in {directory} was written with another config: {diff}")
+        raise CheckpointError(f"checkpoint in {directory} was written with another config: {diff}")
     states = flax.serialization.from_bytes(template, state_path.read_bytes())
     return jax.tree.map(jnp.asarray, states), meta["step"], meta["history"]
 
 
 __all__ = [
+    "CheckpointError",
     "RunState",
     "TrainConfig",
     "TrainResult",

@@ -16,6 +16,7 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
+import browser_check
 import nbformat
 import pytest
 
@@ -260,3 +261,35 @@ def test_failing_chapter_fails_loudly_naming_chapter_and_cell(tmp_path, monkeypa
     assert "chapter 'broken' failed in cell 3" in err, err  # index 1 is papermill's injected cell
     assert "RuntimeError: deliberate failure in smoke" in err, err
     assert not (executed / "broken.hash").exists()  # a failed chapter is never marked done
+
+
+# ----------------------------------------------------------------------------- in a browser
+
+CHROMIUM = browser_check.ensure_chromium()
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium and it could not be installed (apt-get, root)")
+
+
+@needs_chromium
+def test_browser_check_catches_js_errors_and_broken_images(tmp_path):
+    """The checker itself can fail: a page with a script error and a missing image."""
+    bad = tmp_path / "bad.html"
+    bad.write_text('<html><body><img src="missing.png"><script>notDefined();</script>'
+                   "</body></html>")
+    good = tmp_path / "good.html"
+    good.write_text("<html><body><p>fine</p></body></html>")
+    reports = browser_check.check_pages([bad.as_uri(), good.as_uri()], CHROMIUM)
+    problems = " | ".join(reports[bad.as_uri()].problems)
+    assert "notDefined" in problems and "broken image: missing.png" in problems, problems
+    assert reports[good.as_uri()].problems == []
+
+
+@needs_chromium
+def test_book_loads_in_chromium_without_errors(built_book):
+    """The index (a redirect to the intro) and every chapter, as a reader's browser sees them."""
+    pages = [HTML / "index.html"] + [HTML / "_executed" / f"{n}.html" for n in CHAPTERS]
+    reports = browser_check.check_pages([p.as_uri() for p in pages], CHROMIUM)
+    for page in pages:
+        report = reports[page.as_uri()]
+        assert report.problems == [], (page.name, report.problems)
+    assert reports[pages[0].as_uri()].final_url.endswith("intro.html")

@@ -5,6 +5,10 @@ observations of its state, and the Gaussian potentials those (optionally masked)
 define; and the LDS benchmark of Zhao & Linderman (2023, §4.1, appendix A): random rotating
 linear-Gaussian state-space models, the grid and appendix presets, and the exact and
 static-baseline ("null model") log-likelihoods.
+
+:mod:`.pendulum`: noisy 24×24 videos of a frictionless swinging pendulum (Zhao & Linderman
+2023, §4.3): RK4 simulation of θ'' = −(g/l) sin θ, a Gaussian-blob renderer, and the seeded
+train/test data set with the true angles and angular velocities.
 """
 
 from svae_core.datasets.lds import (
@@ -28,6 +32,14 @@ from svae_core.datasets.lds import (
     ssm_log_likelihood,
     static_null_log_likelihood,
 )
+from svae_core.datasets.pendulum import (
+    PendulumBenchmark,
+    PendulumData,
+    make_pendulum_dataset,
+    pendulum_energy,
+    render_frames,
+    simulate_pendulum,
+)
 
 __all__ = [
     "LDS_APPENDIX",
@@ -36,17 +48,23 @@ __all__ = [
     "LDSBenchmark",
     "LDSSetting",
     "LinearGaussianSSM",
+    "PendulumBenchmark",
+    "PendulumData",
     "lds_setting",
     "make_lds_benchmark",
+    "make_pendulum_dataset",
     "missing_span_mask",
     "observation_log_constant",
+    "pendulum_energy",
     "potentials_from_observations",
     "prior_marginals",
     "random_lds",
+    "render_frames",
     "rotating_lds_prior",
     "sample_lds",
     "sample_observations",
     "sample_ssm",
+    "simulate_pendulum",
     "ssm_log_likelihood",
     "static_null_log_likelihood",
 ]

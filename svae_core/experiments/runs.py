@@ -1,0 +1,127 @@
+"""Train one model on one data set (a batch of runs in one compiled program) and evaluate
+every run on held-out data, in the paper's units (nats per time step per observation dim)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+import svae_core
+from svae_core import evaluation
+from svae_core.models import ModelConfig, build_model
+from svae_core.reporting import describe_device
+from svae_core.training import TrainConfig, Trainer, load_checkpoint
+
+# Evaluation keys are derived from the run's seed, away from the training keys.
+_EVAL_SEED_OFFSET = 1_000_003
+
+
+class TrainedRuns(NamedTuple):
+    model: Any  # the flax module
+    params: Any  # parameters stacked over runs (leading axis = run)
+    records: list  # one JSON-ready dict per run, see :func:`train_and_evaluate`
+
+
+def reference_log_likelihoods(ssm, y) -> tuple[float, float]:
+    """(true model, static null model) mean log-likelihood of y (S, T, N) under the
+    generating LDS, in nats per time step per observation dimension."""
+    from svae_core.datasets import ssm_log_likelihood, static_null_log_likelihood
+
+    _, T, N = y.shape
+    true_ll = float(np.mean(ssm_log_likelihood(ssm, y))) / (T * N)
+    null_ll = float(np.mean(static_null_log_likelihood(ssm, y))) / (T * N)
+    return true_ll, null_ll
+
+
+def train_and_evaluate(
+    model_name: str,
+    y_train,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    *,
+    y_test=None,
+    observed=None,
+    ssm=None,
+    seeds=(0,),
+    learning_rates=None,
+    eval_samples: int = 10,
+    eval_repeats: int = 4,
+    progress: bool = True,
+    checkpoint_dir=None,
+    resume: bool = False,
+) -> TrainedRuns:
+    """Train runs (seed_i, learning_rate_i) of one model together, then evaluate each.
+
+    Args:
+        model_name: a key of :data:`svae_core.models.MODELS`.
+        y_train: (S, T, N) training sequences.  y_test: optional (S', T', N) held-out ones.
+        observed: optional (S, T) bool, False at training steps never observed.
+        ssm: the generating LDS when known; then ``true_mll``, ``null_ll`` and
+            ``gap_fraction`` are filled in and each test ELBO is audited against the true
+            log-likelihood (:func:`svae_core.evaluation.audit_elbo_bound` raises on a bug).
+        seeds, learning_rates: one run per pair (``learning_rates`` None: the config's).
+        checkpoint_dir, resume: periodic checkpoints (``train_config.checkpoint_every``) and
+            continuing exactly from the last one.
+    Returns:
+        :class:`TrainedRuns`; each record holds ``model``, ``seed``, ``learning_rate``,
+        ``train_elbo`` (±``train_elbo_se``), ``test_elbo`` (±``test_elbo_se``), ``true_mll``,
+        ``null_ll``, ``gap_fraction`` (None when unknown), ``seconds_per_step`` (all runs
+        together), ``history`` (step, elbo of this run) and ``device``.
+    """
+    y_train = np.asarray(y_train, np.float32)
+    seeds = list(seeds)
+    lrs = [train_config.learning_rate] * len(seeds) if learning_rates is None \
+        else [float(lr) for lr in learning_rates]
+    model = build_model(model_name, model_config)
+    trainer = Trainer(model, y_train, train_config, observed=observed)
+    states, start, history = trainer.init_runs(seeds, lrs), 0, None
+    if resume:
+        states, start, history = load_checkpoint(checkpoint_dir, states, train_config)
+    result = trainer.fit(states, start_step=start, history=history,
+                         checkpoint_dir=checkpoint_dir, progress=progress,
+                         run_labels=[f"seed {s}, lr {lr:g}" for s, lr in zip(seeds, lrs,
+                                                                           strict=True)])
+    true_ll = null_ll = None
+    if ssm is not None and y_test is not None:
+        true_ll, null_ll = reference_log_likelihoods(ssm, np.asarray(y_test))
+    device = describe_device()["summary"]
+    records = []
+    for i, (seed, lr) in enumerate(zip(seeds, lrs, strict=True)):
+        params = jax.tree.map(lambda x, i=i: x[i], result.states.params)
+        k_train, k_test = jax.random.split(jax.random.PRNGKey(seed + _EVAL_SEED_OFFSET))
+        evaluate = lambda y, k, obs=None, params=params: evaluation.evaluate_elbo(
+            model, params, y, k, num_samples=eval_samples, num_repeats=eval_repeats,
+            observed=obs)
+        train_eval = evaluate(y_train, k_train, observed)
+        rec = {
+            "model": model_name, "seed": seed, "learning_rate": lr,
+            "train_elbo": train_eval.mean, "train_elbo_se": train_eval.se,
+            "test_elbo": None, "test_elbo_se": None,
+            "true_mll": true_ll, "null_ll": null_ll, "gap_fraction": None,
+            "seconds_per_step": result.seconds_per_step,
+            "history": {"step": result.history["step"],
+                        **{k: [row[i] for row in result.history[k]]
+                           for k in ("elbo", "reconstruction", "kl")}},
+            "model_config": dataclasses.asdict(model_config),
+            "train_config": dataclasses.asdict(train_config),
+            "eval_samples": eval_samples, "eval_repeats": eval_repeats,
+            "version": svae_core.__version__, "device": device,
+        }
+        if y_test is not None:
+            test_eval = evaluate(np.asarray(y_test, np.float32), k_test)
+            rec["test_elbo"], rec["test_elbo_se"] = test_eval.mean, test_eval.se
+            if true_ll is not None:
+                evaluation.audit_elbo_bound(test_eval.mean, test_eval.se, true_ll)
+                rec["gap_fraction"] = evaluation.gap_fraction(test_eval.mean, null_ll, true_ll)
+        records.append(rec)
+    return TrainedRuns(model, result.states.params, records)
+
+
+def best_run(records: list[dict]) -> dict:
+    """The run with the highest *training* ELBO (model selection never looks at test data)."""
+    if not records:
+        raise ValueError("no runs")
+    return max(records, key=lambda r: r["train_elbo"])

@@ -1,0 +1,180 @@
+"""Load pages in headless Chromium and report JavaScript errors and broken images.
+
+Talks the DevTools protocol over ``--remote-debugging-pipe`` (JSON messages separated by NUL
+bytes on file descriptors 3 and 4), so no websocket client or browser download is needed:
+Debian's ``chromium`` package is enough.
+
+    reports = check_pages(["file:///.../_build/html/index.html", ...])
+    reports[url].problems   # [str, ...]; reports[url].final_url after redirects
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from typing import NamedTuple
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--remote-debugging-pipe",
+]
+
+# After load: images that finished loading with no pixels are broken.
+_BROKEN_IMAGES_JS = """
+Array.from(document.images)
+     .filter(img => img.complete && img.naturalWidth === 0)
+     .map(img => img.getAttribute('src'))
+"""
+
+
+class PageReport(NamedTuple):
+    final_url: str
+    problems: list
+
+
+def find_chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def ensure_chromium():
+    """Path to a Chromium binary, installing Debian's package when missing (needs root)."""
+    path = find_chromium()
+    if path is None and shutil.which("apt-get") and os.geteuid() == 0:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env,
+                       capture_output=True, check=False, timeout=600)
+        path = find_chromium()
+    return path
+
+
+class _Pipe:
+    def __init__(self, chromium):
+        to_child_r, self._w = os.pipe()
+        self._r, from_child_w = os.pipe()
+        # The child sees our pipe ends as fds 3 (commands in) and 4 (replies out).
+        def _dup():
+            os.dup2(to_child_r, 3)
+            os.dup2(from_child_w, 4)
+            os.set_inheritable(3, True)  # dup2 onto itself keeps close-on-exec
+            os.set_inheritable(4, True)
+        self._profile = tempfile.mkdtemp(prefix="svae-chromium-")
+        self.proc = subprocess.Popen(
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile}", "about:blank"],
+            # close_fds would run after preexec_fn and close the dup'ed 3 and 4 again.
+            preexec_fn=_dup, close_fds=False,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._buffer = b""
+        self._next_id = 0
+        self.events = []
+
+    def send(self, method, params=None, session=None, timeout=30.0):
+        self._next_id += 1
+        msg = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._w, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._read(deadline)
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_for(self, method, session, timeout=30.0):
+        for i, ev in enumerate(self.events):
+            if ev.get("method") == method and ev.get("sessionId") == session:
+                return self.events.pop(i)
+        deadline = time.monotonic() + timeout
+        while True:
+            ev = self._read(deadline)
+            if ev.get("method") == method and ev.get("sessionId") == session:
+                return ev
+            self.events.append(ev)
+
+    def _read(self, deadline):
+        while b"\0" not in self._buffer:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no reply from Chromium")
+            chunk = os.read(self._r, 1 << 16)
+            if not chunk:
+                raise RuntimeError("Chromium closed the DevTools pipe")
+            self._buffer += chunk
+        raw, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(raw)
+
+    def close(self):
+        try:
+            self.send("Browser.close", timeout=5)
+        except Exception:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        os.close(self._w)
+        os.close(self._r)
+        shutil.rmtree(self._profile, ignore_errors=True)
+
+
+def _problems(events, session):
+    out = []
+    for ev in events:
+        if ev.get("sessionId") != session:
+            continue
+        p = ev.get("params", {})
+        if ev.get("method") == "Runtime.exceptionThrown":
+            d = p["exceptionDetails"]
+            text = d.get("exception", {}).get("description") or d.get("text")
+            out.append(f"JS error: {text} ({d.get('url', '')}:{d.get('lineNumber')})")
+        elif ev.get("method") == "Log.entryAdded" and p["entry"]["level"] == "error":
+            e = p["entry"]
+            out.append(f"console error ({e.get('source')}): {e.get('text')} {e.get('url', '')}")
+    return out
+
+
+def check_pages(urls, chromium=None, settle_seconds=1.0):
+    """{url: PageReport(final_url, problems)}: per page, uncaught JS exceptions,
+    console/network errors and ``<img>`` elements that failed to load (after redirects,
+    e.g. index.html → intro)."""
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        raise FileNotFoundError("no chromium binary found")
+    pipe = _Pipe(chromium)
+    results = {}
+    try:
+        for url in urls:
+            target = pipe.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+            session = pipe.send("Target.attachToTarget",
+                                {"targetId": target, "flatten": True})["sessionId"]
+            for domain in ("Page", "Runtime", "Log"):
+                pipe.send(f"{domain}.enable", session=session)
+            pipe.events.clear()
+            pipe.send("Page.navigate", {"url": url}, session=session)
+            pipe.wait_for("Page.loadEventFired", session)
+            time.sleep(settle_seconds)  # redirects (index.html) and late scripts (MathJax)
+            broken = pipe.send("Runtime.evaluate", {"expression": _BROKEN_IMAGES_JS,
+                                                    "returnByValue": True},
+                               session=session)["result"].get("value", [])
+            location = pipe.send("Runtime.evaluate", {"expression": "location.href",
+                                                      "returnByValue": True},
+                                 session=session)["result"].get("value")
+            problems = _problems(pipe.events, session)
+            problems += [f"broken image: {src}" for src in broken]
+            results[url] = PageReport(location, problems)
+            pipe.send("Target.closeTarget", {"targetId": target})
+    finally:
+        pipe.close()
+    return results

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto wants ipywidgets inside notebooks
 
 
 @dataclasses.dataclass(frozen=True)

@@ -169,6 +169,36 @@ def test_message_passing_results(built_book):
     assert results["rmse"]["observed"] < results["rmse"]["observations_alone"]
 
 
+def test_lds_grid_results(built_book):
+    results = json.loads((EXECUTED / "lds_grid.json").read_text())
+    assert results["profile"] == "smoke" and results["device"]["summary"]
+    assert results["grid"], "no grid cells"
+    bad = [(p, v) for p, v in _numbers(results) if not math.isfinite(v)]
+    assert not bad, bad
+    for c in results["grid"] + results["masking"]["masked"]:
+        # an ELBO above the exact log-likelihood would be a bug (MC error allowed)
+        assert c["test_elbo"] <= c["true_mll"] + 4e-3, c
+        gap = (c["test_elbo"] - c["null_ll"]) / (c["true_mll"] - c["null_ll"])
+        assert c["gap_fraction"] == pytest.approx(gap, rel=1e-6), c
+    assert results["masking"]["config"]["mask_fraction"] > 0
+    assert {c["model"] for c in results["masking"]["masked"]} <= {
+        c["model"] for c in results["masking"]["unmasked"]}
+    assert set(results["paper_table1"]) == {"D32_N64_q0.1_r1", "D64_N128_q0.1_r1"}
+
+
+def test_timing_results(built_book):
+    results = json.loads((EXECUTED / "timing.json").read_text())
+    assert results["profile"] == "smoke" and results["device"]["summary"]
+    rows = results["train_step"]
+    lengths = sorted({r["num_timesteps"] for r in rows})
+    labels = sorted({r["label"] for r in rows})
+    assert len(lengths) >= 2 and len(rows) == len(lengths) * len(labels)
+    assert all(r["median_s"] > 0 and r["compile_s"] > 0 for r in rows)
+    paths = {r["path"] for r in results["smoother"]}
+    assert any(p.startswith("ours") for p in paths) and any(p.startswith("dynamax") for p in paths)
+    assert all(r["fwd_ms"] > 0 and r["vg_ms"] > 0 for r in results["smoother"])
+
+
 def test_html_pages_exist(built_book):
     assert (HTML / "index.html").exists()
     assert (HTML / "intro.html").exists()

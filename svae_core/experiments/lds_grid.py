@@ -1,0 +1,240 @@
+"""The LDS grid of Zhao & Linderman (2023, §4.1, Fig. 2; appendix A, Table 1; appendix B):
+every posterior family trained on data from a known LDS and scored by the percentage of the
+null→true log-likelihood gap its held-out ELBO covers.
+
+    config = GridConfig(steps=3000)
+    cells = run_grid(["D3_N5_q0.1_r0.1"], ["svae", "rnn_mf"], config, cache_dir="out/")
+    print(gap_table(cells))
+
+A *cell* is (setting, model, config): all its runs (seeds × learning rates) train together in
+one compiled program; the run with the best *training* ELBO is the cell's result. With a
+``cache_dir`` each finished cell is a JSON file there, reused when the same cell is asked for
+again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import time
+from pathlib import Path
+
+from tqdm import tqdm  # text bars: tqdm.auto wants ipywidgets inside notebooks
+
+from svae_core.datasets import LDS_SETTINGS, LDSSetting, lds_setting, make_lds_benchmark
+from svae_core.experiments.runs import best_run, train_and_evaluate
+from svae_core.models import ModelConfig
+from svae_core.training import TrainConfig
+
+MODEL_ORDER = ("svae", "rnn_mf", "rnn_ar_l", "rnn_ar_nl", "cnn_ar_l")
+MODEL_LABELS = {"svae": "SVAE", "rnn_mf": "RNN-MF", "rnn_ar_l": "RNN-AR-L",
+                "rnn_ar_nl": "RNN-AR-NL", "cnn_ar_l": "CNN-AR-L"}
+
+#: Appendix A, Table 1 of the paper: ELBO / true MLL, nats per time step per obs dim.
+PAPER_TABLE1 = {
+    "D32_N64_q0.1_r1": {"true_mll": -1.905, "svae": -2.599, "rnn_ar_l": -4.331,
+                        "rnn_mf": -4.317, "rnn_ar_nl": -4.697, "cnn_ar_l": -4.387},
+    "D64_N128_q0.1_r1": {"true_mll": -2.039, "svae": -3.419, "rnn_ar_l": -4.665,
+                         "rnn_mf": -4.781, "rnn_ar_nl": -6.395, "cnn_ar_l": -7.005},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GridConfig:
+    """How each cell is trained and evaluated.
+
+    steps, batch_size, learning_rates, seeds: every (seed, rate) pair is one run; the best
+    by training ELBO is reported (the paper reports its best hyper-parameters).
+    num_train / num_test / num_timesteps: the data (paper: 100 / held-out / 200).
+    mask_fraction: self-supervised masking (0: none; the paper's appendix B shows masking
+    lowers the ELBO, so the grid itself is unmasked). baseline_mask_after: unmasked
+    warm-up steps for the RNN/CNN families when masking. rnn_hidden: GRU width (None:
+    max(20, 2·D), the appendix's wider networks for large D). cnn_kernel: temporal kernel.
+    """
+
+    steps: int = 3000
+    batch_size: int = 10
+    learning_rates: tuple = (3e-3,)
+    seeds: tuple = (0,)
+    num_train: int = 100
+    num_test: int = 100
+    num_timesteps: int = 200
+    data_seed: int = 0
+    mask_fraction: float = 0.0
+    baseline_mask_after: int = 0
+    rnn_hidden: int | None = None
+    cnn_kernel: int = 10
+    eval_samples: int = 10
+    eval_repeats: int = 4
+    log_every: int = 50
+
+    def key(self, setting: str, model: str) -> str:
+        blob = json.dumps([setting, model, dataclasses.asdict(self)], sort_keys=True)
+        return f"{setting}__{model}__{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def _setting(setting) -> LDSSetting:
+    return lds_setting(setting) if isinstance(setting, str) else setting
+
+
+def run_cell(setting, model: str, config: GridConfig, cache_dir=None,
+             progress: bool = False) -> dict:
+    """Train and evaluate one (setting, model) cell; JSON-ready dict (see module doc).
+
+    Returns:
+        dict with ``setting``, ``model``, ``config``, ``true_mll``, ``null_ll`` and the best
+        run's ``test_elbo``, ``test_elbo_se``, ``train_elbo``, ``gap_fraction``, ``seed``,
+        ``learning_rate``, ``seconds_per_step``, ``history``, ``device``; ``runs`` lists every
+        run's (seed, learning_rate, train_elbo, test_elbo, gap_fraction).
+    """
+    setting = _setting(setting)
+    path = Path(cache_dir) / f"{config.key(setting.name, model)}.json" if cache_dir else None
+    if path is not None and path.exists():
+        return json.loads(path.read_text())
+    bench = make_lds_benchmark(setting, config.data_seed, num_train=config.num_train,
+                               num_test=config.num_test, num_timesteps=config.num_timesteps)
+    D, N = setting.latent_dim, setting.obs_dim
+    model_config = ModelConfig(
+        latent_dim=D, obs_dim=N, cnn_kernel=config.cnn_kernel,
+        rnn_hidden=config.rnn_hidden or max(20, 2 * D))
+    train_config = TrainConfig(
+        steps=config.steps, batch_size=min(config.batch_size, config.num_train),
+        learning_rate=config.learning_rates[0], mask_fraction=config.mask_fraction,
+        mask_after=0 if model == "svae" else config.baseline_mask_after,
+        log_every=min(config.log_every, config.steps))
+    pairs = list(itertools.product(config.seeds, config.learning_rates))
+    runs = train_and_evaluate(
+        model, bench.y_train, model_config, train_config, y_test=bench.y_test, ssm=bench.ssm,
+        seeds=[s for s, _ in pairs], learning_rates=[lr for _, lr in pairs],
+        eval_samples=config.eval_samples, eval_repeats=config.eval_repeats, progress=progress)
+    best = best_run(runs.records)
+    cell = {
+        "setting": setting.name, "model": model, "config": dataclasses.asdict(config),
+        **{k: best[k] for k in ("true_mll", "null_ll", "test_elbo", "test_elbo_se",
+                                "train_elbo", "gap_fraction", "seed", "learning_rate",
+                                "seconds_per_step", "history", "device", "version")},
+        "runs": [{k: r[k] for k in ("seed", "learning_rate", "train_elbo", "test_elbo",
+                                    "gap_fraction")} for r in runs.records],
+    }
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(cell, indent=1))
+    return cell
+
+
+def run_grid(settings, models, config: GridConfig, cache_dir=None,
+             progress: bool | str = True) -> list[dict]:
+    """:func:`run_cell` for every (setting, model). progress: True for a tqdm bar over
+    cells, ``"lines"`` for one printed line per finished cell (for notebooks rendered into
+    the book, where a bar's redraws would be noise), False for silence."""
+    cells = []
+    todo = [(_setting(s), m) for s in settings for m in models]
+    bar = tqdm(todo, desc="LDS grid cells", unit="cell", disable=progress is not True)
+    for setting, model in bar:
+        bar.set_postfix_str(f"{setting.name} {model}")
+        t0 = time.perf_counter()
+        cell = run_cell(setting, model, config, cache_dir)
+        cells.append(cell)
+        if progress == "lines":
+            print(f"{setting.name:<18} {MODEL_LABELS[model]:<10} test ELBO "
+                  f"{cell['test_elbo']:8.4f} ± {cell['test_elbo_se']:.4f}  gap "
+                  f"{100 * cell['gap_fraction']:6.1f}%  ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    return cells
+
+
+def load_cli_results(directory) -> list[dict]:
+    """Cells from JSON files written by ``python -m svae_core train`` (e.g. by
+    ``benchmarks/lds_grid.py``: ``<setting>__<model>.json``), in :func:`run_cell`'s format."""
+    cells = []
+    for path in sorted(Path(directory).glob("*__*.json")):
+        res = json.loads(path.read_text())
+        setting, model = path.stem.split("__")[:2]
+        if "test_elbo" not in res:
+            continue
+        train = res["config"]["train_config"]
+        cells.append({
+            "setting": setting, "model": model,
+            "config": {"steps": train["steps"], "learning_rates": [train["learning_rate"]],
+                       "mask_fraction": train["mask_fraction"], "seeds": [res["config"]["seed"]]},
+            **{k: res[k] for k in ("true_mll", "null_ll", "test_elbo", "test_elbo_se",
+                                   "train_elbo", "gap_fraction", "seconds_per_step", "device",
+                                   "version")},
+            "seed": res["config"]["seed"], "learning_rate": train["learning_rate"],
+            "history": {"step": res["history"]["step"],
+                        "elbo": [row[0] if isinstance(row, list) else row
+                                 for row in res["history"]["elbo"]]},
+        })
+    return cells
+
+
+def _by_setting(cells):
+    """{setting: {model: cell}}, settings in the paper's order (grid, then appendix)."""
+    order = {name: i for i, name in enumerate(LDS_SETTINGS)}
+    out = {}
+    for c in sorted(cells, key=lambda c: order.get(c["setting"], len(order))):
+        out.setdefault(c["setting"], {})[c["model"]] = c
+    return out
+
+
+def svae_is_best(row: dict) -> bool | None:
+    """SVAE's test ELBO ≥ every other model's in the row, allowing 2 MC standard errors."""
+    if "svae" not in row or len(row) < 2:
+        return None
+    s = row["svae"]
+    return all(s["test_elbo"] >= c["test_elbo"] - 2 * (s["test_elbo_se"] + c["test_elbo_se"])
+               for c in row.values())
+
+
+def gap_table(cells, models=MODEL_ORDER) -> str:
+    """Markdown: one row per setting; % of the null→true gap (test ELBO ± MC s.e.)."""
+    rows = _by_setting(cells)
+    models = [m for m in models if any(m in r for r in rows.values())]
+    lines = ["| setting | true MLL | null | " + " | ".join(MODEL_LABELS[m] for m in models)
+             + " | SVAE best? |", "|---" * (len(models) + 4) + "|"]
+    for name, row in rows.items():
+        any_cell = next(iter(row.values()))
+        cells_txt = [f"{100 * row[m]['gap_fraction']:.1f}% ({row[m]['test_elbo']:.3f}"
+                     f"±{row[m]['test_elbo_se']:.3f})" if m in row else "—" for m in models]
+        best = {True: "yes", False: "**no**", None: "—"}[svae_is_best(row)]
+        lines.append(f"| {name} | {any_cell['true_mll']:.3f} | {any_cell['null_ll']:.3f} | "
+                     + " | ".join(cells_txt) + f" | {best} |")
+    return "\n".join(lines)
+
+
+def paper_table1(cells, models=MODEL_ORDER) -> str:
+    """Markdown: our ELBOs beside the paper's appendix Table 1, for the settings run."""
+    rows = _by_setting(cells)
+    lines = ["| setting | | true MLL | " + " | ".join(MODEL_LABELS[m] for m in models)
+             + " | SVAE below true MLL |", "|---" * (len(models) + 4) + "|"]
+    for name, paper in PAPER_TABLE1.items():
+        row = rows.get(name, {})
+        if row:
+            any_cell = next(iter(row.values()))
+            ours = [f"{row[m]['test_elbo']:.3f}" if m in row else "—" for m in models]
+            below = f"{any_cell['true_mll'] - row['svae']['test_elbo']:.3f}" \
+                if "svae" in row else "—"
+            lines.append(f"| {name} | ours | {any_cell['true_mll']:.3f} | " + " | ".join(ours)
+                         + f" | {below} |")
+        lines.append(f"| {name} | paper | {paper['true_mll']:.3f} | "
+                     + " | ".join(f"{paper[m]:.3f}" for m in models)
+                     + f" | {paper['true_mll'] - paper['svae']:.3f} |")
+    return "\n".join(lines)
+
+
+def masking_table(unmasked, masked, models=MODEL_ORDER) -> str:
+    """Markdown: test ELBO and gap % with and without self-supervised masking (appendix B)."""
+    a, b = _by_setting(unmasked), _by_setting(masked)
+    lines = ["| setting | model | test ELBO, no mask | test ELBO, masked | change |",
+             "|---|---|---|---|---|"]
+    for name in a:
+        for m in models:
+            if m in a[name] and m in b.get(name, {}):
+                x, y = a[name][m], b[name][m]
+                lines.append(f"| {name} | {MODEL_LABELS[m]} | {x['test_elbo']:.4f} "
+                             f"({100 * x['gap_fraction']:.1f}%) | {y['test_elbo']:.4f} "
+                             f"({100 * y['gap_fraction']:.1f}%) | "
+                             f"{y['test_elbo'] - x['test_elbo']:+.4f} |")
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""svae_core.experiments: the drivers behind the LDS-grid and timing chapters."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from svae_core.datasets import LDSSetting, make_lds_benchmark
+from svae_core.evaluation import gap_fraction
+from svae_core.experiments import best_run, lds_grid, runs, timing
+
+TINY = lds_grid.GridConfig(steps=20, num_train=10, num_test=4, num_timesteps=20,
+                           eval_samples=2, eval_repeats=2, log_every=10)
+
+
+def _cell(setting, model, elbo, se=0.001, true=-1.0, null=-2.0):
+    return {"setting": setting, "model": model, "test_elbo": elbo, "test_elbo_se": se,
+            "true_mll": true, "null_ll": null, "gap_fraction": gap_fraction(elbo, null, true)}
+
+
+def test_best_run_selects_on_training_elbo_not_test():
+    records = [{"train_elbo": -1.0, "test_elbo": -5.0}, {"train_elbo": -2.0, "test_elbo": -0.5}]
+    assert best_run(records) is records[0]
+    with pytest.raises(ValueError):
+        best_run([])
+
+
+def test_grid_key_changes_with_every_config_field():
+    base = TINY.key("D3_N5_q0.1_r0.1", "svae")
+    assert TINY.key("D3_N5_q0.1_r0.1", "svae") == base
+    assert TINY.key("D3_N5_q0.1_r0.1", "rnn_mf") != base
+    for field, value in [("steps", 21), ("mask_fraction", 0.4), ("seeds", (1,)),
+                         ("learning_rates", (1e-3,)), ("data_seed", 1)]:
+        assert dataclasses.replace(TINY, **{field: value}).key("D3_N5_q0.1_r0.1", "svae") != base
+
+
+@pytest.mark.slow
+def test_run_cell_trains_audits_and_is_reused_from_cache(tmp_path, monkeypatch):
+    cfg = dataclasses.replace(TINY, seeds=(0, 1))
+    cell = lds_grid.run_cell("D3_N5_q0.1_r0.1", "svae", cfg, cache_dir=tmp_path)
+    assert len(cell["runs"]) == 2 and cell["seed"] in (0, 1)
+    best = max(cell["runs"], key=lambda r: r["train_elbo"])
+    assert cell["test_elbo"] == best["test_elbo"]
+    # the reported references are the exact ones for this data set
+    bench = make_lds_benchmark("D3_N5_q0.1_r0.1", 0, num_train=10, num_test=4, num_timesteps=20)
+    true_ll, null_ll = runs.reference_log_likelihoods(bench.ssm, np.asarray(bench.y_test))
+    assert cell["true_mll"] == pytest.approx(true_ll) and cell["null_ll"] == pytest.approx(null_ll)
+    assert cell["test_elbo"] <= cell["true_mll"] + 4 * cell["test_elbo_se"]
+    assert cell["gap_fraction"] == pytest.approx(
+        gap_fraction(cell["test_elbo"], cell["null_ll"], cell["true_mll"]))
+    # a second request reads the JSON and trains nothing
+    monkeypatch.setattr(lds_grid, "train_and_evaluate",
+                        lambda *a, **k: pytest.fail("trained again despite the cache"))
+    again = lds_grid.run_cell("D3_N5_q0.1_r0.1", "svae", cfg, cache_dir=tmp_path)
+    assert again == json.loads(json.dumps(cell))
+    assert len(list(tmp_path.glob("*.json"))) == 1
+
+
+def test_gap_table_orders_settings_and_flags_a_losing_svae():
+    cells = [_cell("D3_N5_q0.01_r10", "svae", -1.1), _cell("D3_N5_q0.01_r10", "rnn_mf", -1.5),
+             _cell("D3_N5_q0.1_r0.1", "svae", -1.6), _cell("D3_N5_q0.1_r0.1", "rnn_mf", -1.2)]
+    lines = lds_grid.gap_table(cells).splitlines()
+    assert lines[2].startswith("| D3_N5_q0.1_r0.1") and lines[3].startswith("| D3_N5_q0.01_r10")
+    assert "40.0%" in lines[2] and "80.0%" in lines[2] and lines[2].endswith("**no** |")
+    assert "90.0%" in lines[3] and lines[3].endswith("yes |")
+    # within two standard errors counts as a tie, not a loss
+    tie = [_cell("D3_N5_q0.1_r0.1", "svae", -1.201, se=0.001),
+           _cell("D3_N5_q0.1_r0.1", "rnn_mf", -1.2, se=0.001)]
+    assert lds_grid.svae_is_best({c["model"]: c for c in tie}) is True
+
+
+def test_paper_table1_puts_ours_beside_the_papers():
+    cells = [_cell("D32_N64_q0.1_r1", "svae", -2.1, true=-1.9),
+             _cell("D32_N64_q0.1_r1", "rnn_mf", -3.0, true=-1.9)]
+    text = lds_grid.paper_table1(cells)
+    ours = next(line for line in text.splitlines() if "| ours |" in line)
+    assert "-2.100" in ours and "-3.000" in ours and ours.endswith("| 0.200 |")
+    paper = [line for line in text.splitlines() if "| paper |" in line]
+    assert len(paper) == 2 and paper[0].endswith("| 0.694 |") and paper[1].endswith("| 1.380 |")
+
+
+def test_masking_table_reports_the_change():
+    text = lds_grid.masking_table([_cell("D3_N5_q0.1_r0.1", "svae", -1.2)],
+                                  [_cell("D3_N5_q0.1_r0.1", "svae", -1.3)])
+    assert "| -0.1000 |" in text and "80.0%" in text and "70.0%" in text
+
+
+def test_load_cli_results_reads_cli_json(tmp_path):
+    res = {"config": {"seed": 3, "train_config": {"steps": 7, "learning_rate": 0.01,
+                                                  "mask_fraction": 0.0}},
+           "true_mll": -1.0, "null_ll": -2.0, "test_elbo": -1.5, "test_elbo_se": 0.01,
+           "train_elbo": -1.4, "gap_fraction": 0.5, "seconds_per_step": 0.1, "device": "cpu",
+           "version": "0", "history": {"step": [5], "elbo": [-1.6]}}
+    (tmp_path / "D3_N5_q0.1_r0.1__svae.json").write_text(json.dumps(res))
+    (tmp_path / "summary.json").write_text("{}")  # not a cell
+    (cell,) = lds_grid.load_cli_results(tmp_path)
+    assert (cell["setting"], cell["model"], cell["seed"]) == ("D3_N5_q0.1_r0.1", "svae", 3)
+    assert cell["config"]["steps"] == 7 and cell["history"]["elbo"] == [-1.6]
+
+
+def test_smoother_problem_gives_dynamax_the_same_evidence():
+    prior, pots, y, R = timing.smoother_problem(7, 3, 2)
+    np.testing.assert_allclose(np.einsum("btij,btj->bti", pots.J, y), pots.h, atol=1e-4)
+    np.testing.assert_allclose(np.einsum("btij,btjk->btik", pots.J, R),
+                               np.broadcast_to(np.eye(3), R.shape), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_ours_and_dynamax_time_the_same_answer():
+    """The timed functions compute the same smoother (so the timings compare like with like)."""
+    import jax
+
+    prior, pots, y, R = timing.smoother_problem(12, 3, 2)
+    ours, _ = timing.smoother_functions("ours sequential")
+    theirs, _ = timing.smoother_functions("dynamax sequential")
+    m1, c1, _ = jax.vmap(ours, in_axes=(None, 0))(prior, pots)
+    m2, c2, _ = jax.vmap(theirs, in_axes=(None, 0, 0))(prior, y, R)
+    np.testing.assert_allclose(m1, m2, atol=1e-4)
+    np.testing.assert_allclose(c1, c2, atol=1e-4)
+    row = timing.time_smoother("ours sequential", 12, batch=2, repeats=3)
+    assert row["fwd_ms"] > 0 and row["vg_ms"] > 0 and row["fwd_compile_s"] > 0
+
+
+@pytest.mark.slow
+def test_time_train_step_reports_each_timed_call():
+    row = timing.time_train_step("svae", 8, smoother="sequential", batch_size=2, repeats=3)
+    assert len(row["all_s"]) == 3 and all(t > 0 for t in row["all_s"])
+    assert row["median_s"] == sorted(row["all_s"])[1]
+    assert row["compile_s"] > 0
+
+
+def test_setting_objects_and_names_are_interchangeable():
+    assert lds_grid._setting("D3_N5_q0.1_r0.1") == LDSSetting(3, 5, 0.1, 0.1)

@@ -14,6 +14,22 @@ Contract of a model (a flax ``nn.Module`` built from a :class:`ModelConfig`)::
         estimated with S samples (the SVAE's KL is exact; the baselines' is Monte Carlo).
 
 Batches of sequences and of seeds come from ``jax.vmap`` over ``apply``.
+
+Image observations (``ModelConfig.frame_shape = (H, W)``): y stays (T, N) with N = H·W, frames
+flattened row-major. Every recognition network then starts with the per-frame CNN trunk of
+:mod:`svae_core.networks` (frames -> (T, F) features), and the decoder is the CNN decoder.
+Masked frames are replaced by zeros *before* the trunk (the baselines' encoders see zero
+frames, as for vectors); the SVAE in addition sets the masked steps' potentials to exactly 0.
+
+Forecasting and posterior queries, the same for every model (:class:`SequenceModel`; call them
+with ``model.apply(params, ..., method="name")``, the integer arguments static under jit)::
+
+    posterior_samples(y, mask, key, num_samples)       -> (S, T, D) draws from q(x | y)
+    posterior_mean(y, mask, key=None, num_samples=256) -> (T, D) E_q[x_t]
+    forecast(y, num_observed, key, num_samples)        -> (S, T − num_observed, D)
+    forecast_log_weights(y, num_observed, key, num_samples) -> (S,) nats
+    predictive_log_likelihood(y, num_observed, key, num_samples) -> (log p̂, s.e.) nats
+    decode(x)                                          -> (means (..., N), log_var (N,))
 """
 
 from __future__ import annotations
@@ -27,6 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from svae_core.inference import LDSPrior
+from svae_core.networks import FrameDecoder, FrameEncoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +55,11 @@ class ModelConfig:
     potential: SVAE potential precision, "diagonal" or "dense". smoother: "parallel" or
     "sequential". rnn_hidden: bidirectional GRU width H. head_hidden: MLP widths of the RNN/CNN
     output heads. cnn_features, cnn_layers, cnn_kernel: the CNN-AR-L encoder.
+
+    Image observations: frame_shape (H, W) with H·W = obs_dim (None: vector observations).
+    frame_channels: conv widths of the per-frame CNN trunk (its stride-2 layers; the decoder
+    mirrors them), frame_features: F, the trunk's output per frame (see
+    :mod:`svae_core.networks`). decoder_hidden then sets the decoder's MLP before its grid.
     """
 
     latent_dim: int
@@ -51,6 +73,9 @@ class ModelConfig:
     cnn_features: int = 32
     cnn_layers: int = 3
     cnn_kernel: int = 10
+    frame_shape: tuple[int, int] | None = None
+    frame_channels: tuple[int, ...] = (16, 32)
+    frame_features: int = 64
 
     def __post_init__(self):
         if self.latent_dim < 1 or self.obs_dim < 1:
@@ -61,6 +86,18 @@ class ModelConfig:
             raise ValueError(f"potential must be 'diagonal' or 'dense', got {self.potential!r}")
         if self.smoother not in ("parallel", "sequential"):
             raise ValueError(f"smoother must be 'parallel' or 'sequential', got {self.smoother!r}")
+        if self.frame_shape is not None:
+            shape = tuple(self.frame_shape)
+            if len(shape) != 2 or min(shape) < 1 or shape[0] * shape[1] != self.obs_dim:
+                raise ValueError(f"frame_shape must be (H, W) with H·W = obs_dim = "
+                                 f"{self.obs_dim}, got {self.frame_shape}")
+            object.__setattr__(self, "frame_shape", (int(shape[0]), int(shape[1])))
+            object.__setattr__(self, "frame_channels", tuple(self.frame_channels))
+            if len(self.frame_channels) < 1 or min(self.frame_channels) < 1 \
+                    or self.frame_features < 1:
+                raise ValueError("frame_channels must be a non-empty tuple of positive widths "
+                                 f"and frame_features positive, got {self.frame_channels}, "
+                                 f"{self.frame_features}")
 
 
 class ELBOTerms(NamedTuple):
@@ -163,3 +200,119 @@ def check_sequence(y, mask, config):
     if mask.shape != y.shape[:1]:
         raise ValueError(f"mask must have shape ({y.shape[0]},) to match y {y.shape}, "
                          f"got {mask.shape}")
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def make_decoder(config: ModelConfig) -> nn.Module:
+    """The decoder every model uses: :class:`GaussianDecoder` for vectors, the CNN
+    :class:`~svae_core.networks.FrameDecoder` when config.frame_shape is set. Both map
+    x (..., D) to (mean (..., N), log_var (N,))."""
+    if config.frame_shape is None:
+        return GaussianDecoder(config.obs_dim, config.decoder_hidden)
+    return FrameDecoder(config.frame_shape, config.frame_channels, config.decoder_hidden)
+
+
+def make_frame_encoder(config: ModelConfig) -> nn.Module | None:
+    """The per-frame CNN trunk when config.frame_shape is set, else None."""
+    if config.frame_shape is None:
+        return None
+    return FrameEncoder(config.frame_shape, config.frame_channels, config.frame_features)
+
+
+# ----------------------------------------------------------------------------- forecasting
+
+
+def rollout_prior(prior: LDSPrior, x_start, key, num_steps: int):
+    """Sample paths of the prior dynamics from given states.
+
+    x_start (S, D) -> (S, num_steps, D) with x_{k+1} = A x_k + b + chol(Q) ε_k, ε_k ~ N(0, I)
+    drawn from ``key`` as one (num_steps, S, D) array; x_start itself is not included.
+    """
+    S, D = x_start.shape
+    eps = jax.random.normal(key, (num_steps, S, D), x_start.dtype)
+    chol_Q = jnp.linalg.cholesky(prior.Q)
+
+    def step(x, e):
+        x = x @ prior.A.T + prior.b + e @ chol_Q.T
+        return x, x
+
+    _, xs = jax.lax.scan(step, x_start, eps)
+    return jnp.swapaxes(xs, 0, 1)
+
+
+def log_mean_exp(log_w):
+    """(log((1/S) Σ_s w_s), its standard error) from log-weights (S,) = log w_s.
+
+    The standard error is the delta method's: s.e.(log w̄) ≈ s.e.(w̄)/w̄ = std(w/w̄)/√S
+    (sample std, ddof = 1; NaN for S = 1). The estimate of log E[w] is biased low by about
+    s.e.²/2 (Jensen), negligible once the s.e. is small.
+    """
+    S = log_w.shape[0]
+    estimate = jax.scipy.special.logsumexp(log_w) - jnp.log(S)
+    ratio = jnp.exp(log_w - estimate)  # w_s / w̄, mean 1
+    return estimate, jnp.std(ratio, ddof=1) / jnp.sqrt(S)
+
+
+def _check_static_int(name, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be a Python int in [{low}, {high}], got {value!r}")
+    return value
+
+
+class SequenceModel(nn.Module):
+    """Base of every model: posterior queries and forecasting, written once.
+
+    Subclasses define ``setup`` with submodules ``prior`` (:class:`LearnedLDSPrior`),
+    ``decoder`` (:func:`make_decoder`) and ``frame_encoder`` (:func:`make_frame_encoder`),
+    and the methods ``posterior_samples(y, mask, key, num_samples)`` (S, T, D) and
+    ``posterior_mean(y, mask, key=None, num_samples=256)`` (T, D).
+
+    Forecast (the metric of Zhao & Linderman 2023, fig. 5): q is inferred from the first
+    ``num_observed`` = t0 steps only (mask = t < t0, the rest hidden as in training: SVAE
+    potentials dropped, baseline encoders shown zeros), x_{t0} is drawn from q (for the SVAE
+    q(x_{t0} | y_{1:t0}) is the filter at t0), and the learned prior rolls it forward.
+    """
+
+    config: ModelConfig
+
+    def encoder_features(self, y_masked):
+        """What the recognition network reads: y (T, N) itself, or (T, F) trunk features of
+        its frames when config.frame_shape is set (masked frames already zero)."""
+        if self.config.frame_shape is None:
+            return y_masked
+        return self.frame_encoder(y_masked.reshape(y_masked.shape[0], *self.config.frame_shape))
+
+    def decode(self, x):
+        """x (..., D) -> (means (..., N), log_var (N,)) of p(y_t | x_t) (diagonal Gaussian)."""
+        return self.decoder(x)
+
+    def forecast(self, y, num_observed: int, key, num_samples: int = 1):
+        """Latent futures (S, T − t0, D) for steps t0+1..T (1-based) given y_{1:t0}.
+
+        y (T, N) (steps ≥ t0 are never read; any finite or NaN placeholder works), t0 =
+        num_observed a Python int in [1, T − 1]. ``key`` is split into (k_post, k_roll):
+        x_{t0} = posterior_samples(y, t < t0, k_post, S)[:, t0 − 1], then
+        :func:`rollout_prior` (k_roll) for T − t0 steps.
+        """
+        T = y.shape[0]
+        num_observed = _check_static_int("num_observed", num_observed, 1, T - 1)
+        k_post, k_roll = jax.random.split(key)
+        mask = jnp.arange(T) < num_observed
+        x_last = self.posterior_samples(y, mask, k_post, num_samples)[:, num_observed - 1]
+        return rollout_prior(self.prior(), x_last, k_roll, T - num_observed)
+
+    def forecast_log_weights(self, y, num_observed: int, key, num_samples: int = 1):
+        """log w_s = Σ_{t > t0} log N(y_t; decode(x_{s,t})) (S,), nats, for the S futures of
+        :meth:`forecast` with the same key. Compute them in chunks (different keys) and
+        combine with :func:`log_mean_exp` when S·(T − t0) decoded frames do not fit."""
+        x = self.forecast(y, num_observed, key, num_samples)
+        mean, log_var = self.decoder(x)
+        return jnp.sum(gaussian_log_prob(y[num_observed:], mean, log_var), axis=-1)
+
+    def predictive_log_likelihood(self, y, num_observed: int, key, num_samples: int = 1):
+        """(log p̂(y_{t0+1:T} | y_{1:t0}), its Monte Carlo standard error), nats for the
+        sequence (sum over future steps and observation dims; divide by (T − t0)·N for the
+        per-pixel figure), :func:`log_mean_exp` of :meth:`forecast_log_weights`."""
+        return log_mean_exp(self.forecast_log_weights(y, num_observed, key, num_samples))

@@ -18,7 +18,10 @@ Here:
 * :class:`LinearGaussianBaseline`: the model body shared by RNN-MF, RNN-AR-L and CNN-AR-L,
   which differ only in their encoder and whether A_t is learned.
 
-Masked steps are shown to the encoders as zeros (``masked_input``), as in the paper.
+Masked steps are shown to the encoders as zeros (``masked_input``), as in the paper. With image
+observations (config.frame_shape) the zeroed frames go through the per-frame CNN trunk
+('frame_encoder'), whose (T, F) features replace y as the BiGRU's / temporal CNN's input; the
+decoder is then the CNN decoder.
 """
 
 from __future__ import annotations
@@ -35,10 +38,11 @@ from jax import lax
 from svae_core.inference import lds_log_prob
 from svae_core.models.base import (
     ELBOTerms,
-    GaussianDecoder,
     LearnedLDSPrior,
-    ModelConfig,
+    SequenceModel,
     check_sequence,
+    make_decoder,
+    make_frame_encoder,
     mlp,
     reconstruction,
 )
@@ -208,11 +212,14 @@ def monte_carlo_elbo(prior_module, decoder, x, log_q, y, observed=None):
     return ELBOTerms(recon - kl, recon, kl)
 
 
-class MonteCarloBaseline(nn.Module):
+class MonteCarloBaseline(SequenceModel):
     """What every baseline shares: noise for S samples and the Monte Carlo ELBO. Subclasses
-    provide ``self.prior``, ``self.decoder`` and ``sample_and_log_prob(y, mask, eps)``."""
+    provide ``self.prior``, ``self.decoder``, ``self.frame_encoder``,
+    ``sample_and_log_prob(y, mask, eps)`` and ``posterior(y, mask, key, num_samples)``."""
 
-    config: ModelConfig
+    def posterior_samples(self, y, mask, key, num_samples=1):
+        """(S, T, D) reparameterised draws from q; those ``__call__`` uses for the same key."""
+        return self.posterior(y, mask, key, num_samples).samples
 
     def noise(self, key, num_samples, y):
         """Standard normal ε (S, T, D) for y (T, N)."""
@@ -235,7 +242,7 @@ class LinearGaussianBaseline(MonteCarloBaseline):
 
     Subclasses set the class attribute ``transition`` (False: mean field, A_t = 0) and
     implement ``make_encoder()``. Parameters: 'prior', 'decoder' (as the SVAE), 'encoder',
-    'heads'.
+    'heads', and 'frame_encoder' (the CNN trunk) when config.frame_shape is set.
     """
 
     transition = False  # class attribute, not a dataclass field
@@ -245,14 +252,16 @@ class LinearGaussianBaseline(MonteCarloBaseline):
 
     def setup(self):
         self.prior = LearnedLDSPrior(self.config.latent_dim)
-        self.decoder = GaussianDecoder(self.config.obs_dim, self.config.decoder_hidden)
+        self.decoder = make_decoder(self.config)
+        self.frame_encoder = make_frame_encoder(self.config)
         self.encoder = self.make_encoder()
         self.heads = GaussianHeads(self.config.latent_dim, self.config.head_hidden,
                                    transition=self.transition)
 
     def gaussian_params(self, y, mask) -> LinearGaussianParams:
         """q's parameters (m (T,D), A (T,D,D), v (T,D)) for y (T, N) seen through mask (T,)."""
-        return linear_gaussian_params(*self.heads(self.encoder(masked_input(y, mask))))
+        feats = self.encoder_features(masked_input(y, mask))
+        return linear_gaussian_params(*self.heads(self.encoder(feats)))
 
     def _sample(self, params, eps):
         if not self.transition:  # mean field: no recursion needed
@@ -271,3 +280,8 @@ class LinearGaussianBaseline(MonteCarloBaseline):
         params = self.gaussian_params(y, mask)
         x, _ = self._sample(params, self.noise(key, num_samples, y))
         return BaselinePosterior(ar_linear_marginal_means(params), x)
+
+    def posterior_mean(self, y, mask, key=None, num_samples=None):
+        """(T, D) marginal means E_q[x_t] in closed form (μ_1 = m_1, μ_t = A_t μ_{t-1} + m_t;
+        key and num_samples are ignored)."""
+        return ar_linear_marginal_means(self.gaussian_params(y, mask))

@@ -14,12 +14,10 @@ KL(q‖p) is estimated by Monte Carlo (see :mod:`.recognition`).
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from svae_core.models.base import (
-    GaussianDecoder,
-    LearnedLDSPrior,
-)
+from svae_core.models.base import LearnedLDSPrior, make_decoder, make_frame_encoder
 from svae_core.models.recognition import (
     BaselinePosterior,
     BiGRUEncoder,
@@ -55,13 +53,15 @@ class AutoregressiveCell(nn.Module):
 class RNNARNL(MonteCarloBaseline):
     """RNN-AR-NL posterior; BiGRU and autoregressive GRU both of width config.rnn_hidden, heads
     of widths config.head_hidden. Parameters: 'prior', 'decoder' (as the SVAE), 'encoder',
-    'autoregressive'. ``posterior`` returns BaselinePosterior(mean=None, samples (S, T, D)): the
+    'autoregressive', and 'frame_encoder' (the CNN trunk) when config.frame_shape is set.
+    ``posterior`` returns BaselinePosterior(mean=None, samples (S, T, D)): the
     marginal means have no closed form (average the samples if needed)."""
 
     def setup(self):
         c = self.config
         self.prior = LearnedLDSPrior(c.latent_dim)
-        self.decoder = GaussianDecoder(c.obs_dim, c.decoder_hidden)
+        self.decoder = make_decoder(c)
+        self.frame_encoder = make_frame_encoder(c)
         self.encoder = BiGRUEncoder(c.rnn_hidden)
         # lax.scan over time with the cell's parameters shared across steps.
         self.autoregressive = nn.scan(
@@ -74,7 +74,7 @@ class RNNARNL(MonteCarloBaseline):
 
     def sample_and_log_prob(self, y, mask, eps):
         """Samples x (S, T, D) driven by noise ε (S, T, D), and log q(x) (S,)."""
-        u = self.encoder(masked_input(y, mask))  # (T, 2H)
+        u = self.encoder(self.encoder_features(masked_input(y, mask)))  # (T, 2H)
         S, _, D = eps.shape
         carry = (jnp.zeros((S, self.config.rnn_hidden), u.dtype), jnp.zeros((S, D), eps.dtype))
         _, (x, log_q) = self.autoregressive(carry, (u, jnp.swapaxes(eps, 0, 1)))
@@ -84,3 +84,10 @@ class RNNARNL(MonteCarloBaseline):
         """BaselinePosterior(None, samples (S, T, D)); the samples ``__call__`` uses for key."""
         eps = self.noise(key, num_samples, y)
         return BaselinePosterior(None, self.sample_and_log_prob(y, mask, eps)[0])
+
+    def posterior_mean(self, y, mask, key=None, num_samples=256):
+        """(T, D) Monte Carlo estimate of E_q[x_t]: the average of num_samples draws from q
+        (no closed form); key None means PRNGKey(0), so the estimate is deterministic. Its
+        error per coordinate is std_q(x_t)/√num_samples."""
+        key = jax.random.PRNGKey(0) if key is None else key
+        return jnp.mean(self.posterior_samples(y, mask, key, num_samples), axis=0)

@@ -7,6 +7,9 @@ J_t = 0, h_t = 0 (exactly missing). The KL is in closed form,
     KL(q‖p) = E_q[Σ_t log φ_t(x_t)] − log Z = Σ_t (h_t·μ_t − ½ tr[J_t(Σ_t + μ_t μ_tᵀ)]) − log Z,
 
 and the reconstruction term uses reparameterised joint samples from q.
+
+With image observations (config.frame_shape) the recognition network is the per-frame CNN
+trunk followed by the same potential heads, and the decoder is the CNN decoder.
 """
 
 from __future__ import annotations
@@ -14,20 +17,23 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from svae_core.inference import GaussianPotentials, lds_smoother_and_sample
+from svae_core.inference import GaussianPotentials, lds_smoother, lds_smoother_and_sample
 from svae_core.models.base import (
     ELBOTerms,
-    GaussianDecoder,
     LearnedLDSPrior,
     ModelConfig,
+    SequenceModel,
     check_sequence,
+    make_decoder,
+    make_frame_encoder,
     mlp,
     reconstruction,
 )
 
 
 class PotentialEncoder(nn.Module):
-    """y_t -> (J_t, h_t): J_t = diag(softplus(·)) or L Lᵀ, h_t = J_t m_t, per step."""
+    """features (T, F) -> (J_t, h_t): J_t = diag(softplus(·)) or L Lᵀ, h_t = J_t m_t, per
+    step. The features are y_t itself, or the CNN trunk's features of frame t."""
 
     config: ModelConfig
 
@@ -56,18 +62,21 @@ def expected_log_potentials(J, h, mean, cov):
     return jnp.sum(h * mean) - 0.5 * quad
 
 
-class SVAE(nn.Module):
-    config: ModelConfig
+class SVAE(SequenceModel):
+    """Parameters: 'prior', 'encoder' (potential heads), 'decoder', and 'frame_encoder' (the
+    CNN trunk) when config.frame_shape is set."""
 
     def setup(self):
         self.prior = LearnedLDSPrior(self.config.latent_dim)
         self.encoder = PotentialEncoder(self.config)
-        self.decoder = GaussianDecoder(self.config.obs_dim, self.config.decoder_hidden)
+        self.decoder = make_decoder(self.config)
+        self.frame_encoder = make_frame_encoder(self.config)
 
     def potentials(self, y, mask):
         """(J, h) per step; exactly zero where mask is False. Hidden steps are selected out,
-        not multiplied by 0, so a NaN placeholder there cannot leak (nor into gradients)."""
-        J, h = self.encoder(jnp.where(mask[:, None], y, 0.0))
+        not multiplied by 0, so a NaN placeholder there cannot leak (nor into gradients);
+        hidden frames reach the CNN trunk as zeros."""
+        J, h = self.encoder(self.encoder_features(jnp.where(mask[:, None], y, 0.0)))
         J = jnp.where(mask.reshape(-1, *([1] * (J.ndim - 1))), J, 0.0)
         return GaussianPotentials(J, jnp.where(mask[:, None], h, 0.0))
 
@@ -75,6 +84,16 @@ class SVAE(nn.Module):
         """(LDSPosterior, samples (S, T, D)) of q for one sequence."""
         return lds_smoother_and_sample(key, self.prior(), self.potentials(y, mask),
                                        num_samples=num_samples, method=self.config.smoother)
+
+    def posterior_samples(self, y, mask, key, num_samples=1):
+        """(S, T, D) joint samples of q (smoother + backward sampling over the potentials of
+        the steps in mask, with the learned prior); equal to ``posterior``'s for the key."""
+        return self.posterior(y, mask, key, num_samples)[1]
+
+    def posterior_mean(self, y, mask, key=None, num_samples=None):
+        """(T, D) smoothed means E_q[x_t], exact (key and num_samples are ignored)."""
+        return lds_smoother(self.prior(), self.potentials(y, mask),
+                            method=self.config.smoother).mean
 
     def __call__(self, y, mask, key, num_samples=1, observed=None):
         check_sequence(y, mask, self.config)

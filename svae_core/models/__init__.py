@@ -1,9 +1,17 @@
-"""Sequence models that share the LDS prior and the Gaussian decoder (see :mod:`.base`).
+"""Sequence models that share the LDS prior and the Gaussian decoder (see :mod:`.base`), with
+image observations (``ModelConfig.frame_shape``) and forecasting (:class:`SequenceModel`).
 
 ``MODELS`` maps the CLI's model names to flax modules built from a :class:`ModelConfig`.
 """
 
-from svae_core.models.base import ELBOTerms, ModelConfig
+from svae_core.models.base import (
+    ELBOTerms,
+    ModelConfig,
+    SequenceModel,
+    effective_sample_size,
+    log_mean_exp,
+    rollout_prior,
+)
 from svae_core.models.cnn_ar_l import CNNARL
 from svae_core.models.recognition import BaselinePosterior
 from svae_core.models.rnn_ar_l import RNNARL
@@ -23,4 +31,5 @@ def build_model(name: str, config: ModelConfig):
 
 
 __all__ = ["CNNARL", "RNNARL", "RNNARNL", "RNNMF", "SVAE", "BaselinePosterior", "ELBOTerms",
-           "MODELS", "ModelConfig", "build_model"]
+           "MODELS", "ModelConfig", "SequenceModel", "build_model", "effective_sample_size",
+           "log_mean_exp", "rollout_prior"]

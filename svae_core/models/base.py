@@ -247,12 +247,22 @@ def log_mean_exp(log_w):
 
     The standard error is the delta method's: s.e.(log w̄) ≈ s.e.(w̄)/w̄ = std(w/w̄)/√S
     (sample std, ddof = 1; NaN for S = 1). The estimate of log E[w] is biased low by about
-    s.e.²/2 (Jensen), negligible once the s.e. is small.
+    s.e.²/2 (Jensen), negligible once the s.e. is small. When a single weight dominates
+    (:func:`effective_sample_size` ≈ 1, common for long image futures) the s.e. saturates
+    near √((S − 1)/S) ≈ 1 and no longer measures the error: the estimate is then a lower
+    bound in expectation, not an accurate value.
     """
     S = log_w.shape[0]
     estimate = jax.scipy.special.logsumexp(log_w) - jnp.log(S)
     ratio = jnp.exp(log_w - estimate)  # w_s / w̄, mean 1
     return estimate, jnp.std(ratio, ddof=1) / jnp.sqrt(S)
+
+
+def effective_sample_size(log_w):
+    """Kish's effective sample size (Σ w)² / Σ w² of log-weights (S,), between 1 and S."""
+    log_w = log_w - jnp.max(log_w)
+    return jnp.exp(2 * jax.scipy.special.logsumexp(log_w)
+                   - jax.scipy.special.logsumexp(2 * log_w))
 
 
 def _check_static_int(name, value, low, high):

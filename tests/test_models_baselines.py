@@ -252,3 +252,20 @@ def test_elbo_improves_with_training(name):
     after = float(evaluate(train(params, jax.random.key(2))))
     assert np.isfinite(after)
     assert after > before + 0.5 * abs(before), (before, after)
+
+
+@pytest.mark.parametrize("kernel", [1, 4, 5, 10])
+def test_time_conv_equals_flax_conv_same(kernel):
+    """The matmul convolution of CNN-AR-L is nn.Conv(padding='SAME'): same init, same output."""
+    import flax.linen as nn
+
+    from svae_core.models.cnn_ar_l import TimeConv
+
+    x = jax.random.normal(jax.random.PRNGKey(1), (17, 3))
+    ours, ref = TimeConv(6, kernel), nn.Conv(6, (kernel,), padding="SAME")
+    p_ours = ours.init(jax.random.PRNGKey(2), x)
+    p_ref = ref.init(jax.random.PRNGKey(2), x)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), p_ours, p_ref)
+    p_ref = {"params": {"kernel": jax.random.normal(jax.random.PRNGKey(3), (kernel, 3, 6)),
+                        "bias": jnp.arange(6.0)}}
+    np.testing.assert_allclose(ours.apply(p_ref, x), ref.apply(p_ref, x), rtol=1e-5, atol=1e-5)

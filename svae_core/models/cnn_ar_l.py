@@ -10,8 +10,30 @@ families q(x_t | ·) cannot depend on arbitrarily distant observations.
 from __future__ import annotations
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from svae_core.models.recognition import LinearGaussianBaseline
+
+
+class TimeConv(nn.Module):
+    """(T, C) -> (T, features): a 1-D 'SAME' convolution over time (cross-correlation, as
+    ``nn.Conv``, with the same parameter names, shapes and initialisers), written as one
+    matrix product over stacked shifted copies. XLA's CPU convolution gradient is very slow
+    inside ``lax.scan`` (where the Trainer runs its steps); a matmul is not."""
+
+    features: int
+    kernel: int
+
+    @nn.compact
+    def __call__(self, x):
+        T, C = x.shape
+        K = self.kernel
+        w = self.param("kernel", nn.initializers.lecun_normal(), (K, C, self.features))
+        b = self.param("bias", nn.initializers.zeros, (self.features,))
+        pad_lo = (K - 1) // 2  # lax 'SAME': the extra zero goes at the end for even K
+        xp = jnp.pad(x, ((pad_lo, K - 1 - pad_lo), (0, 0)))
+        windows = jnp.stack([xp[k:k + T] for k in range(K)], axis=1)  # (T, K, C)
+        return windows.reshape(T, K * C) @ w.reshape(K * C, self.features) + b
 
 
 class TemporalCNN(nn.Module):
@@ -26,8 +48,7 @@ class TemporalCNN(nn.Module):
     def __call__(self, y):
         h = y
         for i in range(self.layers):
-            h = nn.relu(nn.Conv(self.features, (self.kernel,), padding="SAME",
-                                name=f"conv_{i}")(h))
+            h = nn.relu(TimeConv(self.features, self.kernel, name=f"conv_{i}")(h))
         return h
 
 

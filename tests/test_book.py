@@ -199,6 +199,21 @@ def test_timing_results(built_book):
     assert all(r["fwd_ms"] > 0 and r["vg_ms"] > 0 for r in results["smoother"])
 
 
+def test_pendulum_results(built_book):
+    results = json.loads((EXECUTED / "pendulum.json").read_text())
+    assert results["profile"] == "smoke" and results["device"]["summary"]
+    keys = {"r2_angle", "r2_velocity", "predictive_ll", "predictive_ll_se", "test_elbo"}
+    assert results["results"] and results["no_mask"]
+    for table in ("results", "no_mask"):
+        for model, by_dim in results[table].items():
+            for dim, row in by_dim.items():
+                assert keys <= set(row), (model, dim)
+                assert int(dim) >= 1
+                assert all(math.isfinite(row[k]) for k in keys), (model, dim, row)
+                assert row["r2_angle"] <= 1 and row["r2_velocity"] <= 1
+                assert row["predictive_ll_se"] >= 0 and row["test_elbo_se"] >= 0
+
+
 def test_html_pages_exist(built_book):
     assert (HTML / "index.html").exists()
     assert (HTML / "intro.html").exists()

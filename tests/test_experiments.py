@@ -134,3 +134,29 @@ def test_time_train_step_reports_each_timed_call():
 
 def test_setting_objects_and_names_are_interchangeable():
     assert lds_grid._setting("D3_N5_q0.1_r0.1") == LDSSetting(3, 5, 0.1, 0.1)
+
+
+def test_pendulum_linear_readout_recovers_an_affine_map():
+    from svae_core.experiments import pendulum
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 30, 3))
+    W = rng.normal(size=(4, 2))
+    y = np.concatenate([x, np.ones(x.shape[:-1] + (1,))], -1) @ W
+    np.testing.assert_allclose(pendulum._fit_linear(x, y), W, atol=1e-10)
+    np.testing.assert_allclose(pendulum._apply_linear(W, x), y, atol=1e-12)
+
+
+def test_pendulum_masking_table_pairs_runs_and_cites_the_paper():
+    from svae_core.experiments import pendulum
+
+    row = lambda m, elbo, pll: {"model": m, "latent_dim": 5, "test_elbo": elbo,
+                                "predictive_ll": pll}
+    text = pendulum.masking_table([row("svae", -0.31, -0.15), row("rnn_mf", -0.3, -0.2)],
+                                  [row("svae", -0.28, -0.19)])
+    lines = text.splitlines()
+    assert len(lines) == 3  # header, rule, and only the model run both ways
+    assert "| 5 | SVAE | -0.3100 | -0.2800 | -0.1500 | -0.1900 |" in lines[2]
+    assert "-0.3015 / -0.2763, -0.1558 / -0.1910" in lines[2]
+    cfg = pendulum.PendulumConfig()
+    assert cfg.key("svae", 3) != dataclasses.replace(cfg, mask_fraction=0.0).key("svae", 3)

@@ -60,17 +60,15 @@ class _Pipe:
     def __init__(self, chromium):
         to_child_r, self._w = os.pipe()
         self._r, from_child_w = os.pipe()
-        # The child sees our pipe ends as fds 3 (commands in) and 4 (replies out).
-        def _dup():
-            os.dup2(to_child_r, 3)
-            os.dup2(from_child_w, 4)
-            os.set_inheritable(3, True)  # dup2 onto itself keeps close-on-exec
-            os.set_inheritable(4, True)
         self._profile = tempfile.mkdtemp(prefix="svae-chromium-")
+        # Chromium reads commands on fd 3 and writes replies on fd 4. A shell moves our pipe
+        # ends there, so no Python code runs between fork and exec (JAX is multithreaded).
+        # bash, not sh: dash cannot redirect from fds above 9.
+        redirect = f'exec "$0" "$@" 3<&{to_child_r} 4>&{from_child_w}'
         self.proc = subprocess.Popen(
-            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile}", "about:blank"],
-            # close_fds would run after preexec_fn and close the dup'ed 3 and 4 again.
-            preexec_fn=_dup, close_fds=False,
+            ["bash", "-c", redirect, chromium, *CHROMIUM_FLAGS,
+             f"--user-data-dir={self._profile}", "about:blank"],
+            pass_fds=(to_child_r, from_child_w),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_child_r)
         os.close(from_child_w)

@@ -15,7 +15,6 @@ again.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm  # text bars: tqdm.auto wants ipywidgets inside notebooks
 
 from svae_core.datasets import LDS_SETTINGS, LDSSetting, lds_setting, make_lds_benchmark
-from svae_core.experiments.runs import best_run, train_and_evaluate
+from svae_core.experiments.runs import best_run, cache_key, train_and_evaluate
 from svae_core.models import ModelConfig
 from svae_core.training import TrainConfig
 
@@ -71,8 +70,7 @@ class GridConfig:
     log_every: int = 50
 
     def key(self, setting: str, model: str) -> str:
-        blob = json.dumps([setting, model, dataclasses.asdict(self)], sort_keys=True)
-        return f"{setting}__{model}__{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+        return cache_key(self, setting, model)
 
 
 def _setting(setting) -> LDSSetting:

@@ -18,7 +18,6 @@ families after an unmasked warm-up), then scored on held-out sequences by
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 
 from svae_core.datasets import make_pendulum_dataset
 from svae_core.evaluation import linear_decoding_r2
-from svae_core.experiments.runs import best_run, train_and_evaluate
+from svae_core.experiments.runs import best_run, cache_key, train_and_evaluate
 from svae_core.models import ModelConfig
 from svae_core.training import TrainConfig
 
@@ -82,8 +81,7 @@ class PendulumConfig:
     log_every: int = 50
 
     def key(self, model: str, latent_dim: int) -> str:
-        blob = json.dumps([model, latent_dim, dataclasses.asdict(self)], sort_keys=True)
-        return f"{model}__D{latent_dim}__{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+        return cache_key(self, model, f"D{latent_dim}")
 
 
 def dataset(config: PendulumConfig):

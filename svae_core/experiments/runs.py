@@ -4,6 +4,8 @@ every run on held-out data, in the paper's units (nats per time step per observa
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from typing import Any, NamedTuple
 
 import jax
@@ -118,6 +120,13 @@ def train_and_evaluate(
                 rec["gap_fraction"] = evaluation.gap_fraction(test_eval.mean, null_ll, true_ll)
         records.append(rec)
     return TrainedRuns(model, result.states.params, records)
+
+
+def cache_key(config, *labels) -> str:
+    """File stem for a cached result: the labels joined by "__" and a digest of the labels
+    and every field of the (dataclass) config, so any change of either misses the cache."""
+    blob = json.dumps([list(labels), dataclasses.asdict(config)], sort_keys=True)
+    return "__".join(map(str, labels)) + "__" + hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
 def best_run(records: list[dict]) -> dict:

@@ -30,6 +30,7 @@ from svae_core.datasets import make_pendulum_dataset
 from svae_core.evaluation import linear_decoding_r2
 from svae_core.experiments.runs import best_run, cache_key, train_and_evaluate
 from svae_core.models import ModelConfig
+from svae_core.models.base import gaussian_log_prob
 from svae_core.training import TrainConfig
 
 MODEL_LABELS = {"svae": "SVAE", "rnn_mf": "RNN-MF", "rnn_ar_l": "RNN-AR-L",
@@ -173,8 +174,9 @@ def run_cell(model_name: str, latent_dim: int, config: PendulumConfig, cache_dir
     y0 = y_test[0]
     k_fc = jax.random.PRNGKey(config.seeds[0] + 11)
     x_future = model.apply(params, y0, t_obs, k_fc, K, method="forecast")  # (K, T-t0, D)
-    log_w = model.apply(params, y0, t_obs, k_fc, K, method="forecast_log_weights")
-    frames_mean, _ = model.apply(params, x_future, method="decode")  # (K, T-t0, N)
+    frames_mean, log_var = model.apply(params, x_future, method="decode")  # (K, T-t0, N)
+    # the forecast_log_weights of these same trajectories, without sampling them again
+    log_w = jnp.sum(gaussian_log_prob(y0[t_obs:], frames_mean, log_var), axis=-1)
     frames_mean = np.asarray(frames_mean)
     best_k = int(np.argmax(np.asarray(log_w)))
     W_sc, W_vel = _fit_linear(m_train, sc_train), _fit_linear(m_train, vel_train)

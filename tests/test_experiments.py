@@ -160,3 +160,21 @@ def test_pendulum_masking_table_pairs_runs_and_cites_the_paper():
     assert "-0.3015 / -0.2763, -0.1558 / -0.1910" in lines[2]
     cfg = pendulum.PendulumConfig()
     assert cfg.key("svae", 3) != dataclasses.replace(cfg, mask_fraction=0.0).key("svae", 3)
+
+
+def test_pendulum_report_markdown_names_the_run_and_adds_the_ablation_when_present():
+    from svae_core.experiments import pendulum
+
+    cfg = dataclasses.asdict(pendulum.PendulumConfig(steps=123, num_test=7))
+    run = lambda m, pll: {"model": m, "latent_dim": 3, "test_elbo": 0.8, "test_elbo_se": 0.01,
+                          "r2_angle": 0.95, "r2_velocity": 0.5, "predictive_ll": pll,
+                          "predictive_ll_se": 0.001, "device": "CPU: test"}
+    report = {"config": cfg, "masked": [run("svae", 0.56), run("rnn_ar_l", 0.4)],
+              "unmasked": []}
+    text = pendulum.report_markdown(report, "pendulum.json")
+    assert text.startswith("**`pendulum.json`**: 123 steps") and "CPU: test" in text
+    assert "| 3 | SVAE | 0.8000 ± 0.0100 | 0.950 | 0.500 | 0.5600 ± 0.0010 |" in text
+    assert "pred. LL no mask" not in text
+    report["unmasked"] = [run("svae", 0.17)]
+    ablation = pendulum.report_markdown(report).split("pred. LL no mask")[1]
+    assert "| 3 | SVAE | 0.8000 | 0.8000 | 0.5600 | 0.1700 |" in ablation

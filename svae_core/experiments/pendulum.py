@@ -264,3 +264,19 @@ def masking_table(masked, unmasked) -> str:
                      f"{u[k]['test_elbo']:.4f} | {c['predictive_ll']:.4f} | "
                      f"{u[k]['predictive_ll']:.4f} | {paper} |")
     return "\n".join(lines)
+
+
+def report_markdown(report: dict, name: str = "report") -> str:
+    """Markdown for a ``benchmarks/pendulum.py`` report (its JSON, loaded): a heading naming
+    the training length and devices, :func:`results_table` of the masked runs and, when the
+    report has unmasked runs, :func:`masking_table`."""
+    cfg = report["config"]
+    devices = sorted({c["device"] for c in report["masked"] + report["unmasked"]})
+    text = [f"**`{name}`**: {cfg['steps']} steps, lr {cfg['learning_rate']}, "
+            f"{cfg['num_train']} training / {cfg['num_test']} test sequences, "
+            f"{cfg['num_forecast_samples']} forecast samples; {', '.join(devices)}",
+            "", results_table(report["masked"])]
+    if report["unmasked"]:
+        text += ["", masking_table(report["masked"], report["unmasked"])]
+    return "\n".join(text)
+

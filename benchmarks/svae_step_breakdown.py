@@ -1,0 +1,100 @@
+"""Where an SVAE training step's time goes, beside RNN-MF's (Timing chapter's setting: batch 10,
+D = 3, N = 5, GRU width 10, T = 1000 by default).
+
+    .venv/bin/python benchmarks/svae_step_breakdown.py [--T 1000] [--repeats 21]
+
+Times the forward pass and the gradient (in the model parameters) of the batch ELBO and of
+its parts: the SVAE's KL term alone (filter + smoother), its reconstruction term alone
+(filter + backward sampler) and the log-normalizer alone (filter only). Median ms per
+compiled call, all in one process so the ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from svae_core.datasets import LDSSetting, make_lds_benchmark
+from svae_core.inference import lds_smoother_and_sample
+from svae_core.models import ModelConfig, build_model
+from svae_core.models.base import reconstruction
+from svae_core.models.svae import expected_log_potentials
+from svae_core.reporting import describe_device
+from svae_core.training import batch_elbo
+
+PARTS = {"kl": "KL term (filter + smoother)",
+         "reconstruction": "reconstruction (filter + sampler)",
+         "log_normalizer": "log-normalizer (filter)"}
+
+
+def median_ms(fn, args, repeats):
+    fn = jax.jit(fn)
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def svae_part(model, y, mask, key, part):
+    """Batch mean of one part of the SVAE's ELBO: "kl", "reconstruction" or "log_normalizer"."""
+
+    def one(params, yi, mi, ki):
+        def body(m):
+            pots = m.potentials(yi, mi)
+            post, x = lds_smoother_and_sample(ki, m.prior(), pots,
+                                              method=m.config.smoother)
+            if part == "log_normalizer":
+                return post.log_normalizer
+            if part == "kl":
+                return post.log_normalizer - expected_log_potentials(pots.J, pots.h, post.mean,
+                                                                     post.cov)
+            return reconstruction(m.decoder, x, yi)
+
+        return nn.apply(body, model)(params)
+
+    keys = jax.random.split(key, y.shape[0])
+    return lambda params: jax.vmap(one, in_axes=(None, 0, 0, 0))(params, y, mask, keys).mean()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--T", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=21)
+    args = ap.parse_args(argv)
+
+    data = make_lds_benchmark(LDSSetting(3, 5, 0.1, 0.1), 0, num_train=10, num_test=1,
+                              num_timesteps=args.T)
+    y = jnp.asarray(data.y_train)
+    mask = jnp.ones(y.shape[:2], bool)
+    key = jax.random.PRNGKey(0)
+    rows = []
+    for name, model_name, smoother in [("SVAE (sequential)", "svae", "sequential"),
+                                       ("RNN-MF", "rnn_mf", None)]:
+        config = ModelConfig(3, 5, rnn_hidden=10,
+                             **({"smoother": smoother} if smoother else {}))
+        model = build_model(model_name, config)
+        params = model.init(key, y[0], mask[0], key)
+        parts = {f"{name}: ELBO": lambda p, m=model: batch_elbo(m, p, y, mask, key, 1).elbo}
+        if model_name == "svae":
+            parts |= {f"SVAE: {label} only": svae_part(model, y, mask, key, part)
+                      for part, label in PARTS.items()}
+        for what, fn in parts.items():
+            rows.append((what, median_ms(fn, (params,), args.repeats),
+                         median_ms(jax.grad(fn), (params,), args.repeats)))
+    print(f"{describe_device()['summary']}; T = {args.T}, batch 10, D = 3, N = 5; "
+          f"median ms of {args.repeats} calls\n")
+    print("| what | forward ms | gradient ms |\n|---|---|---|")
+    for what, fwd, grad in rows:
+        print(f"| {what} | {fwd:.2f} | {grad:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

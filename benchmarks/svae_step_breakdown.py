@@ -12,14 +12,13 @@ compiled call, all in one process so the ratios compare like with like.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from svae_core.datasets import LDSSetting, make_lds_benchmark
+from svae_core.experiments.timing import time_compiled
 from svae_core.inference import lds_smoother_and_sample
 from svae_core.models import ModelConfig, build_model
 from svae_core.models.base import reconstruction
@@ -33,14 +32,7 @@ PARTS = {"kl": "KL term (filter + smoother)",
 
 
 def median_ms(fn, args, repeats):
-    fn = jax.jit(fn)
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    return time_compiled(fn, args, repeats)[0]
 
 
 def svae_part(model, y, mask, key, part):

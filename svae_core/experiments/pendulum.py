@@ -279,4 +279,3 @@ def report_markdown(report: dict, name: str = "report") -> str:
     if report["unmasked"]:
         text += ["", masking_table(report["masked"], report["unmasked"])]
     return "\n".join(text)
-

@@ -21,8 +21,6 @@ from svae_core.experiments import pendulum
 from svae_core.models import MODELS
 
 HERE = Path(__file__).parent
-METRICS = ("test_elbo", "test_elbo_se", "r2_angle", "r2_sin", "r2_cos", "r2_velocity",
-           "predictive_ll", "predictive_ll_se", "seconds_per_step", "train_seconds", "device")
 
 
 def main(argv=None):
@@ -50,8 +48,8 @@ def main(argv=None):
     if unmasked:
         print("\nMasking ablation:\n")
         print(pendulum.masking_table(masked, unmasked))
-    keep = lambda cells: [{"model": c["model"], "latent_dim": c["latent_dim"],
-                           **{k: c[k] for k in METRICS}} for c in cells]
+    keep = lambda cells: [{k: c[k] for k in ("model", "latent_dim", *pendulum.METRICS,
+                                             "device")} for c in cells]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "config": dataclasses.asdict(config), "masked": keep(masked),

@@ -51,6 +51,11 @@ PAPER_TABLE2 = {
 }
 
 
+#: The per-run numbers a results JSON keeps of a :func:`run_cell` result (not its forecasts).
+METRICS = ("test_elbo", "test_elbo_se", "r2_angle", "r2_sin", "r2_cos", "r2_velocity",
+           "predictive_ll", "predictive_ll_se", "seconds_per_step", "train_seconds")
+
+
 @dataclasses.dataclass(frozen=True)
 class PendulumConfig:
     """steps, batch_size, learning_rate, seeds: training (best seed by training ELBO).

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from svae_core.inference.linalg import SMALL_DIM, inv_and_logabsdet, mm
+from svae_core.inference.linalg import SMALL_DIM, cholesky, inv_and_logabsdet, mm
 from svae_core.inference.scan import chunked_scan
 
 
@@ -46,6 +46,27 @@ def test_inverse_derivatives_match_finite_differences():
                 d[i, j] = eps
                 fd = (f(M + d) - f(M - d)) / (2 * eps)
                 np.testing.assert_allclose(g[i, j], fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3, 5, SMALL_DIM, SMALL_DIM + 2])
+def test_cholesky_matches_numpy_and_its_gradient_matches_finite_differences(dim):
+    rng = np.random.default_rng(dim)
+    X = rng.normal(size=(6, dim, dim))
+    spd = X @ X.transpose(0, 2, 1) + 0.1 * np.eye(dim)
+    with jax.enable_x64(True):
+        L = np.asarray(jax.vmap(cholesky)(jnp.asarray(spd)))
+        np.testing.assert_allclose(L, np.linalg.cholesky(spd), rtol=1e-10, atol=1e-12)
+        assert np.all(np.triu(L, 1) == 0)
+        # The gradient of a weighted sum of L, against central differences along a
+        # symmetric direction (the factor is only defined on symmetric matrices).
+        W = jnp.asarray(np.tril(rng.normal(size=(dim, dim))))
+        f = lambda m: jnp.sum(W * cholesky(0.5 * (m + m.T)))
+        M = jnp.asarray(spd[0])
+        S = rng.normal(size=(dim, dim))
+        S = jnp.asarray(S + S.T)
+        eps = 1e-6
+        fd = (f(M + eps * S) - f(M - eps * S)) / (2 * eps)
+        np.testing.assert_allclose(jnp.sum(jax.grad(f)(M) * S), fd, rtol=1e-6, atol=1e-9)
 
 
 def _affine(earlier, later):  # x ↦ a x + b, applied earlier first: not commutative

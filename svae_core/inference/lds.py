@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from svae_core.inference.linalg import (
+    cholesky,
     condition_on_potential,
     inv,
     inv_and_logabsdet,
@@ -340,7 +341,7 @@ def _smooth(filtered, elems, method):
 
 def _sample(key, prior, pots, filtered, num_samples, method):
     elems = _backward_elements(prior, filtered.mean, filtered.cov)
-    chol_L = jnp.linalg.cholesky(elems.L)
+    chol_L = jax.vmap(cholesky)(elems.L)
     noise = jax.random.normal(key, (num_samples, *elems.g.shape), elems.g.dtype)
     return jax.vmap(lambda eps: _sample_path(elems, chol_L, eps, method))(noise), elems
 

@@ -118,6 +118,32 @@ def _apply_linear(W, x):
     return np.concatenate([x, np.ones(x.shape[:-1] + (1,))], axis=-1) @ W
 
 
+def posterior_means(model, params, y):
+    """(S, T, D) posterior means E_q[x_t | y_{1:T}] of sequences y (S, T, N), all observed."""
+    full = jnp.ones(y.shape[1], bool)
+    means = jax.jit(jax.vmap(lambda yi: model.apply(params, yi, full, method="posterior_mean")))
+    return np.asarray(means(y))
+
+
+def linear_decodability(model, params, bench, y_train, y_test):
+    """Fig. 4: held-out R² of least-squares maps from posterior means to (sin θ, cos θ) and
+    to ω, fit on the training split of ``bench`` and scored on its test split.
+
+    Returns:
+        ({"r2_sin", "r2_cos", "r2_angle" (their mean), "r2_velocity"}, train means (S, T, D),
+        test means (S', T, D)).
+    """
+    m_train, m_test = posterior_means(model, params, y_train), posterior_means(model, params,
+                                                                                y_test)
+    sc_train, vel_train = _targets(bench.train)
+    sc_test, vel_test = _targets(bench.test)
+    r2_sc = linear_decoding_r2(m_train, sc_train, m_test, sc_test)
+    r2_vel = linear_decoding_r2(m_train, vel_train, m_test, vel_test)
+    r2 = {"r2_sin": float(r2_sc[0]), "r2_cos": float(r2_sc[1]),
+          "r2_angle": float(np.mean(r2_sc)), "r2_velocity": float(np.ravel(r2_vel)[0])}
+    return r2, m_train, m_test
+
+
 def run_cell(model_name: str, latent_dim: int, config: PendulumConfig, cache_dir=None,
              progress: bool = False) -> dict:
     """Train one model at one latent dimension and compute every pendulum metric.
@@ -155,13 +181,8 @@ def run_cell(model_name: str, latent_dim: int, config: PendulumConfig, cache_dir
     model, params = runs.model, jax.tree.map(lambda x: x[i], runs.params)
 
     # Fig. 4: linear decoding from posterior means given the whole sequence.
-    full = jnp.ones(T, bool)
-    means = jax.jit(jax.vmap(lambda y: model.apply(params, y, full, method="posterior_mean")))
-    m_train, m_test = np.asarray(means(y_train)), np.asarray(means(y_test))
+    r2, m_train, m_test = linear_decodability(model, params, bench, y_train, y_test)
     sc_train, vel_train = _targets(bench.train)
-    sc_test, vel_test = _targets(bench.test)
-    r2_sc = linear_decoding_r2(m_train, sc_train, m_test, sc_test)
-    r2_vel = linear_decoding_r2(m_train, vel_train, m_test, vel_test)
 
     # Fig. 5 (top): predictive log-likelihood of the future frames given the past.
     t_obs, K = config.num_observed, config.num_forecast_samples
@@ -212,8 +233,7 @@ def run_cell(model_name: str, latent_dim: int, config: PendulumConfig, cache_dir
         "model": model_name, "latent_dim": latent_dim, "config": dataclasses.asdict(config),
         "test_elbo": best["test_elbo"], "test_elbo_se": best["test_elbo_se"],
         "train_elbo": best["train_elbo"], "seed": best["seed"],
-        "r2_sin": float(r2_sc[0]), "r2_cos": float(r2_sc[1]),
-        "r2_angle": float(np.mean(r2_sc)), "r2_velocity": float(np.ravel(r2_vel)[0]),
+        **r2,
         "predictive_ll": predictive_ll, "predictive_ll_se": predictive_ll_se,
         "predictive_ll_sequences": n_pll, "num_forecast_samples": K,
         "seconds_per_step": best["seconds_per_step"], "train_seconds": train_seconds,

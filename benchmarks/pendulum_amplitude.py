@@ -1,7 +1,7 @@
 """Does the swing amplitude decide whether a 3-D SVAE latent encodes angular velocity?
 
     .venv/bin/python benchmarks/pendulum_amplitude.py [--steps 3000] [--max-angles 45 162]
-        [--out benchmarks/results/pendulum_amplitude.json]
+        [--out benchmarks/results/pendulum_amplitude.json]   (rows already there are reused)
 
 A diagnostic beside the Pendulum chapter (not one of the paper's experiments). For each
 largest initial angle (degrees) the rendered data set is regenerated with only that changed,
@@ -87,15 +87,21 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=HERE / "results" / "pendulum_amplitude.json")
     args = ap.parse_args(argv)
     config = PendulumConfig(steps=args.steps, num_test=args.num_test)
-    rows = []
+    # Rows already in --out for the same configuration are kept and not rerun.
+    old = json.loads(args.out.read_text()) if args.out.exists() else {}
+    rows = old.get("rows", []) if old.get("config") == dataclasses.asdict(config) else []
     for a in args.max_angles:
-        rows.append(run(a, config))
-        r = rows[-1]
+        if any(r["max_angle_deg"] == a for r in rows):
+            r = next(r for r in rows if r["max_angle_deg"] == a)
+        else:
+            rows.append(run(a, config))
+            r = rows[-1]
         thirds = ", ".join(f"{t['amplitude_deg'][0]:.0f}–{t['amplitude_deg'][1]:.0f}°: "
                            f"{t['r2_velocity']:.3f}" for t in r["velocity_r2_by_amplitude_third"])
         print(f"max angle {a:5.1f}°  R² angle {r['r2_angle']:.3f}  velocity "
               f"{r['r2_velocity']:.3f}  (by amplitude third: {thirds})", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows.sort(key=lambda r: r["max_angle_deg"])
     args.out.write_text(json.dumps({"config": dataclasses.asdict(config), "rows": rows,
                                     "device": describe_device()["summary"]}, indent=2))
     print(f"wrote {args.out}")

@@ -178,3 +178,23 @@ def test_pendulum_report_markdown_names_the_run_and_adds_the_ablation_when_prese
     report["unmasked"] = [run("svae", 0.17)]
     ablation = pendulum.report_markdown(report).split("pred. LL no mask")[1]
     assert "| 3 | SVAE | 0.8000 | 0.8000 | 0.5600 | 0.1700 |" in ablation
+
+
+def test_pendulum_amplitude_markdown_has_one_row_per_data_set_with_its_thirds():
+    from svae_core.experiments import pendulum
+
+    cfg = dataclasses.asdict(pendulum.PendulumConfig(steps=77))
+    third = lambda lo, hi, r2: {"amplitude_deg": [lo, hi], "r2_velocity": r2}
+    row = lambda a, vel: {"max_angle_deg": a, "r2_angle": 0.5, "r2_sin": 0.9, "r2_cos": 0.1,
+                          "r2_velocity": vel,
+                          "velocity_r2_by_amplitude_third": [third(10, 20, 0.91),
+                                                             third(21, 30, 0.92),
+                                                             third(31, 44.6, 0.93)]}
+    text = pendulum.amplitude_markdown({"config": cfg, "device": "CPU: test",
+                                        "rows": [row(45.0, 0.99), row(162.0, 0.3)]})
+    lines = text.splitlines()
+    assert lines[0].startswith("SVAE, D = 3, 77 steps") and lines[0].endswith("CPU: test")
+    assert len(lines) == 6  # caption, blank, header, rule, two rows
+    assert lines[4] == ("| 45° | 0.500 | 0.900 | 0.100 | 0.990 | 10–20°: 0.910; 21–30°: 0.920; "
+                        "31–45°: 0.930 |")
+    assert lines[5].startswith("| 162° |") and "| 0.300 |" in lines[5]

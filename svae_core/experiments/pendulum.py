@@ -304,3 +304,21 @@ def report_markdown(report: dict, name: str = "report") -> str:
     if report["unmasked"]:
         text += ["", masking_table(report["masked"], report["unmasked"])]
     return "\n".join(text)
+
+
+def amplitude_markdown(report: dict) -> str:
+    """Markdown table of a ``benchmarks/pendulum_amplitude.py`` report (its JSON, loaded): per
+    data set (largest initial angle), the D = 3 SVAE's held-out R² for the angle (sin θ, cos θ
+    and their mean) and the velocity, then the velocity R² within each third of the test
+    sequences by swing amplitude."""
+    cfg = report["config"]
+    lines = [f"SVAE, D = 3, {cfg['steps']} steps, lr {cfg['learning_rate']}, masking "
+             f"{cfg['mask_fraction']:g}; {report['device']}", "",
+             "| largest initial angle | R² angle | R² sin θ | R² cos θ | R² velocity "
+             "| velocity R² by amplitude third |", "|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        thirds = "; ".join(f"{t['amplitude_deg'][0]:.0f}–{t['amplitude_deg'][1]:.0f}°: "
+                           f"{t['r2_velocity']:.3f}" for t in r["velocity_r2_by_amplitude_third"])
+        lines.append(f"| {r['max_angle_deg']:g}° | {r['r2_angle']:.3f} | {r['r2_sin']:.3f} | "
+                     f"{r['r2_cos']:.3f} | {r['r2_velocity']:.3f} | {thirds} |")
+    return "\n".join(lines)

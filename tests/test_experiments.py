@@ -173,7 +173,7 @@ def test_pendulum_report_markdown_names_the_run_and_adds_the_ablation_when_prese
               "unmasked": []}
     text = pendulum.report_markdown(report, "pendulum.json")
     assert text.startswith("**`pendulum.json`**: 123 steps") and "CPU: test" in text
-    assert "| 3 | SVAE | 0.8000 ± 0.0100 | 0.950 | 0.500 | 0.5600 ± 0.0010 |" in text
+    assert "| 3 | SVAE | 0.8000 ± 0.01 | 0.950 | 0.500 | 0.5600 ± 0.001 |" in text
     assert "pred. LL no mask" not in text
     report["unmasked"] = [run("svae", 0.17)]
     ablation = pendulum.report_markdown(report).split("pred. LL no mask")[1]

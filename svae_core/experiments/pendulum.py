@@ -261,14 +261,15 @@ def run_cells(models, latent_dims, config: PendulumConfig, cache_dir=None) -> li
 
 
 def results_table(cells) -> str:
-    """Markdown: one row per (D, model) with the chapter's metrics."""
+    """Markdown: one row per (D, model) with the chapter's metrics; Monte Carlo standard
+    errors to one significant digit (they are often far below the values' last digit)."""
     lines = ["| D | model | test ELBO | R² angle | R² velocity | predictive LL |",
              "|---|---|---|---|---|---|"]
     for c in sorted(cells, key=lambda c: (c["latent_dim"], list(MODEL_LABELS).index(c["model"]))):
         lines.append(f"| {c['latent_dim']} | {MODEL_LABELS[c['model']]} | "
-                     f"{c['test_elbo']:.4f} ± {c['test_elbo_se']:.4f} | {c['r2_angle']:.3f} | "
+                     f"{c['test_elbo']:.4f} ± {c['test_elbo_se']:.1g} | {c['r2_angle']:.3f} | "
                      f"{c['r2_velocity']:.3f} | {c['predictive_ll']:.4f} ± "
-                     f"{c['predictive_ll_se']:.4f} |")
+                     f"{c['predictive_ll_se']:.1g} |")
     return "\n".join(lines)
 
 

@@ -24,9 +24,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from svae_core.datasets import make_pendulum_dataset
 from svae_core.evaluation import linear_decoding_r2
-from svae_core.experiments.pendulum import PendulumConfig, linear_decodability
+from svae_core.experiments.pendulum import PendulumConfig, dataset, linear_decodability
 from svae_core.experiments.runs import best_run, train_and_evaluate
 from svae_core.models import ModelConfig
 from svae_core.reporting import describe_device
@@ -42,12 +41,7 @@ def amplitude(data, g_over_l):
 
 
 def run(max_angle_deg, config: PendulumConfig):
-    bench = make_pendulum_dataset(seed=config.data_seed, num_train=config.num_train,
-                                  num_test=config.num_test, num_frames=config.num_frames,
-                                  size=config.size, noise_std=config.noise_std,
-                                  max_angle=math.radians(max_angle_deg))
-    flat = lambda f: np.asarray(f, np.float32).reshape(f.shape[0], f.shape[1], -1)
-    y_train, y_test = flat(bench.train.frames), flat(bench.test.frames)
+    bench, y_train, y_test = dataset(config, max_angle=math.radians(max_angle_deg))
     model_config = ModelConfig(latent_dim=3, obs_dim=y_train.shape[-1],
                                frame_shape=(config.size, config.size))
     train_config = TrainConfig(steps=config.steps, batch_size=config.batch_size,

@@ -90,11 +90,12 @@ class PendulumConfig:
         return cache_key(self, model, f"D{latent_dim}")
 
 
-def dataset(config: PendulumConfig):
-    """(benchmark, y_train (S, T, H·W), y_test) for the config's rendered video."""
+def dataset(config: PendulumConfig, **renderer):
+    """(benchmark, y_train (S, T, H·W), y_test) for the config's rendered video; ``renderer``
+    passes further :func:`make_pendulum_dataset` arguments (e.g. ``max_angle``) through."""
     bench = make_pendulum_dataset(seed=config.data_seed, num_train=config.num_train,
                                   num_test=config.num_test, num_frames=config.num_frames,
-                                  size=config.size, noise_std=config.noise_std)
+                                  size=config.size, noise_std=config.noise_std, **renderer)
     flat = lambda f: np.asarray(f, np.float32).reshape(f.shape[0], f.shape[1], -1)
     return bench, flat(bench.train.frames), flat(bench.test.frames)
 

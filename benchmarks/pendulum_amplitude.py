@@ -21,15 +21,16 @@ import json
 import math
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from svae_core.evaluation import linear_decoding_r2
-from svae_core.experiments.pendulum import PendulumConfig, dataset, linear_decodability
-from svae_core.experiments.runs import best_run, train_and_evaluate
-from svae_core.models import ModelConfig
+from svae_core.experiments.pendulum import (
+    PendulumConfig,
+    dataset,
+    linear_decodability,
+    train_best,
+)
 from svae_core.reporting import describe_device
-from svae_core.training import TrainConfig
 
 HERE = Path(__file__).parent
 
@@ -42,19 +43,8 @@ def amplitude(data, g_over_l):
 
 def run(max_angle_deg, config: PendulumConfig):
     bench, y_train, y_test = dataset(config, max_angle=math.radians(max_angle_deg))
-    model_config = ModelConfig(latent_dim=3, obs_dim=y_train.shape[-1],
-                               frame_shape=(config.size, config.size))
-    train_config = TrainConfig(steps=config.steps, batch_size=config.batch_size,
-                               learning_rate=config.learning_rate,
-                               mask_fraction=config.mask_fraction,
-                               log_every=min(config.log_every, config.steps))
-    runs = train_and_evaluate("svae", y_train, model_config, train_config, y_test=y_test,
-                              seeds=list(config.seeds), eval_samples=config.eval_samples,
-                              eval_repeats=config.eval_repeats, progress=False)
-    best = best_run(runs.records)
-    i = runs.records.index(best)
-    params = jax.tree.map(lambda x: x[i], runs.params)
-    r2, m_train, m_test = linear_decodability(runs.model, params, bench, y_train, y_test)
+    model, params, best = train_best("svae", 3, config, y_train, y_test)
+    r2, m_train, m_test = linear_decodability(model, params, bench, y_train, y_test)
 
     # Velocity R² per amplitude third of the test set, with the read-out fit on all of train.
     g = bench.config["g_over_l"]

@@ -145,6 +145,30 @@ def linear_decodability(model, params, bench, y_train, y_test):
     return r2, m_train, m_test
 
 
+def train_best(model_name, latent_dim, config: PendulumConfig, y_train, y_test,
+               progress=False):
+    """Train the config's seeds of one model with the chapter's masking protocol (the SVAE
+    masked from the start, the RNN/CNN families after the warm-up) and keep the best seed
+    by training ELBO. y_*: (S, T, H·W) flattened frames. Returns (model, params, record)."""
+    S, _, N = y_train.shape
+    mask_after = config.steps // 4 if config.baseline_mask_after is None \
+        else config.baseline_mask_after
+    model_config = ModelConfig(latent_dim=latent_dim, obs_dim=N,
+                               frame_shape=(config.size, config.size),
+                               rnn_hidden=config.rnn_hidden)
+    train_config = TrainConfig(
+        steps=config.steps, batch_size=min(config.batch_size, S),
+        learning_rate=config.learning_rate, mask_fraction=config.mask_fraction,
+        mask_after=0 if model_name == "svae" else mask_after,
+        log_every=min(config.log_every, config.steps))
+    runs = train_and_evaluate(model_name, y_train, model_config, train_config, y_test=y_test,
+                              seeds=list(config.seeds), eval_samples=config.eval_samples,
+                              eval_repeats=config.eval_repeats, progress=progress)
+    best = best_run(runs.records)
+    i = runs.records.index(best)
+    return runs.model, jax.tree.map(lambda x: x[i], runs.params), best
+
+
 def run_cell(model_name: str, latent_dim: int, config: PendulumConfig, cache_dir=None,
              progress: bool = False) -> dict:
     """Train one model at one latent dimension and compute every pendulum metric.
@@ -162,24 +186,9 @@ def run_cell(model_name: str, latent_dim: int, config: PendulumConfig, cache_dir
         return json.loads(path.read_text())
     bench, y_train, y_test = dataset(config)
     S, T, N = y_train.shape
-    mask_after = config.steps // 4 if config.baseline_mask_after is None \
-        else config.baseline_mask_after
-    model_config = ModelConfig(latent_dim=latent_dim, obs_dim=N,
-                               frame_shape=(config.size, config.size),
-                               rnn_hidden=config.rnn_hidden)
-    train_config = TrainConfig(
-        steps=config.steps, batch_size=min(config.batch_size, S),
-        learning_rate=config.learning_rate, mask_fraction=config.mask_fraction,
-        mask_after=0 if model_name == "svae" else mask_after,
-        log_every=min(config.log_every, config.steps))
     t0 = time.perf_counter()
-    runs = train_and_evaluate(model_name, y_train, model_config, train_config, y_test=y_test,
-                              seeds=list(config.seeds), eval_samples=config.eval_samples,
-                              eval_repeats=config.eval_repeats, progress=progress)
+    model, params, best = train_best(model_name, latent_dim, config, y_train, y_test, progress)
     train_seconds = time.perf_counter() - t0
-    best = best_run(runs.records)
-    i = runs.records.index(best)
-    model, params = runs.model, jax.tree.map(lambda x: x[i], runs.params)
 
     # Fig. 4: linear decoding from posterior means given the whole sequence.
     r2, m_train, m_test = linear_decodability(model, params, bench, y_train, y_test)

@@ -198,3 +198,21 @@ def test_pendulum_amplitude_markdown_has_one_row_per_data_set_with_its_thirds():
     assert lines[4] == ("| 45° | 0.500 | 0.900 | 0.100 | 0.990 | 10–20°: 0.910; 21–30°: 0.920; "
                         "31–45°: 0.930 |")
     assert lines[5].startswith("| 162° |") and "| 0.300 |" in lines[5]
+
+
+def test_pendulum_seeds_table_applies_both_selection_rules():
+    from svae_core.experiments import pendulum
+
+    seed = lambda s, train, test, vel: {"seed": s, "train_elbo": train, "test_elbo": test,
+                                        "r2_angle": 0.9, "r2_velocity": vel}
+    rows = [seed(0, 0.80, 0.81, 0.1), seed(1, 0.83, 0.70, 0.2), seed(2, 0.79, 0.84, 0.3),
+            seed(3, 0.78, 0.83, 0.4), seed(4, 0.77, 0.82, 0.5), seed(5, 0.76, 0.85, 0.9)]
+    multi = {"model": "svae", "latent_dim": 3, "seed": 1, "per_seed": rows}
+    single = {"model": "rnn_mf", "latent_dim": 3, "seed": 0, "per_seed": rows[:1]}
+    assert pendulum.seeds_table([single]) == ""
+    lines = pendulum.seeds_table([multi, single]).splitlines()
+    assert len(lines) == 3  # header, rule, only the multi-seed run
+    # kept: seed 1 (best training ELBO); top 5 by test ELBO leave out seed 1 (0.70):
+    # velocity mean of seeds 5, 2, 3, 4, 0 = (0.9 + 0.3 + 0.4 + 0.5 + 0.1) / 5 = 0.44
+    assert lines[2].startswith("| 3 | SVAE | 6 | seed 1: 0.200 | 0.900 / 0.440 | seed 5: ")
+    assert lines[2].endswith("seed 1: 0.7000, 0.900, 0.200 |")

@@ -190,6 +190,9 @@ def run_train(args) -> dict:
             "command": "train", "model": args.model, "data": data["source"],
             "model_config": rec["model_config"], "train_config": rec["train_config"],
             "seed": args.seed, "data_seed": args.data_seed if args.data == "lds" else None,
+            # the data's sizes, whatever their source (they are not in the setting's name)
+            "num_train": int(y_train.shape[0]), "num_timesteps": int(y_train.shape[1]),
+            "num_test": None if data["y_test"] is None else int(data["y_test"].shape[0]),
             "eval_samples": args.eval_samples, "eval_repeats": args.eval_repeats,
         },
         "units": "nats per time step per observation dimension",

@@ -25,6 +25,8 @@ def test_train_on_generated_lds(tmp_path):
     res = json.loads(out.read_text())
     assert KEYS <= set(res)
     assert res["config"]["model"] == "svae"
+    sizes = {k: res["config"][k] for k in ("num_train", "num_test", "num_timesteps")}
+    assert sizes == {"num_train": 10, "num_test": 4, "num_timesteps": 30}
     for k in ("train_elbo", "test_elbo", "test_elbo_se", "true_mll", "null_ll", "gap_fraction"):
         assert np.isfinite(res[k]), k
     # An ELBO is a lower bound on the true log-likelihood.
@@ -47,6 +49,7 @@ def test_train_on_user_npz_with_mask(tmp_path):
     res = json.loads(out.read_text())
     assert np.isfinite(res["test_elbo"]) and np.isfinite(res["train_elbo"])
     assert res["true_mll"] is None and res["null_ll"] is None and res["gap_fraction"] is None
+    assert (res["config"]["num_train"], res["config"]["num_test"]) == (8, 3)
     assert res["train_elbo"] > -100, "unobserved steps leaked into the training ELBO"
 
 

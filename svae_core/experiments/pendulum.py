@@ -345,13 +345,13 @@ def seeds_table(cells, top: int = 5) -> str:
         if len(rows) < 2:
             continue
         kept = next(r for r in rows if r["seed"] == c["seed"])
-        chosen = rows[:top]
-        mean = lambda k: float(np.mean([r[k] for r in chosen]))
+        angle, velocity = (float(np.mean([r[k] for r in rows[:top]]))
+                           for k in ("r2_angle", "r2_velocity"))
         each = "; ".join(f"seed {r['seed']}: {r['test_elbo']:.4f}, {r['r2_angle']:.3f}, "
                          f"{r['r2_velocity']:.3f}" for r in rows)
         lines.append(f"| {c['latent_dim']} | {MODEL_LABELS[c['model']]} | {len(rows)} | "
                      f"seed {kept['seed']}: {kept['r2_velocity']:.3f} | "
-                     f"{mean('r2_angle'):.3f} / {mean('r2_velocity'):.3f} | {each} |")
+                     f"{angle:.3f} / {velocity:.3f} | {each} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 

@@ -49,9 +49,8 @@ def main(argv=None):
 
     print("\nMasked training (the paper's protocol):\n")
     print(pendulum.results_table(masked))
-    if pendulum.seeds_table(masked):
-        print("\nSeeds:\n")
-        print(pendulum.seeds_table(masked))
+    if seeds := pendulum.seeds_table(masked):
+        print(f"\nSeeds:\n\n{seeds}")
     if unmasked:
         print("\nMasking ablation:\n")
         print(pendulum.masking_table(masked, unmasked))

@@ -172,13 +172,18 @@ def _pick(runs, record):
     return jax.tree.map(lambda x: x[runs.records.index(record)], runs.params)
 
 
+def _best(runs):
+    """(params, record) of the best run by training ELBO."""
+    best = best_run(runs.records)
+    return _pick(runs, best), best
+
+
 def train_best(model_name, latent_dim, config: PendulumConfig, y_train, y_test,
                progress=False):
     """:func:`train_seeds`, keeping the best seed by training ELBO (selection never looks at
     the test set). Returns (model, params, record)."""
     runs = train_seeds(model_name, latent_dim, config, y_train, y_test, progress)
-    best = best_run(runs.records)
-    return runs.model, _pick(runs, best), best
+    return runs.model, *_best(runs)
 
 
 def seed_rows(runs, bench, y_train, y_test, best=None, best_r2=None) -> list[dict]:
@@ -216,8 +221,7 @@ def run_cell(model_name: str, latent_dim: int, config: PendulumConfig, cache_dir
     S, T, N = y_train.shape
     t0 = time.perf_counter()
     runs = train_seeds(model_name, latent_dim, config, y_train, y_test, progress)
-    best = best_run(runs.records)
-    model, params = runs.model, _pick(runs, best)
+    model, (params, best) = runs.model, _best(runs)
     train_seconds = time.perf_counter() - t0
 
     # Fig. 4: linear decoding from posterior means given the whole sequence.
@@ -366,8 +370,8 @@ def report_markdown(report: dict, name: str = "report") -> str:
             f"{cfg['num_train']} training / {cfg['num_test']} test sequences, "
             f"{cfg['num_forecast_samples']} forecast samples; {', '.join(devices)}",
             "", results_table(report["masked"])]
-    if seeds_table(report["masked"]):
-        text += ["", seeds_table(report["masked"])]
+    if seeds := seeds_table(report["masked"]):
+        text += ["", seeds]
     if report["unmasked"]:
         text += ["", masking_table(report["masked"], report["unmasked"])]
     return "\n".join(text)

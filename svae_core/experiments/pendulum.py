@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -119,11 +120,16 @@ def _apply_linear(W, x):
     return np.concatenate([x, np.ones(x.shape[:-1] + (1,))], axis=-1) @ W
 
 
-def posterior_means(model, params, y):
-    """(S, T, D) posterior means E_q[x_t | y_{1:T}] of sequences y (S, T, N), all observed."""
+@partial(jax.jit, static_argnums=0)
+def _posterior_means(model, params, y):
     full = jnp.ones(y.shape[1], bool)
-    means = jax.jit(jax.vmap(lambda yi: model.apply(params, yi, full, method="posterior_mean")))
-    return np.asarray(means(y))
+    return jax.vmap(lambda yi: model.apply(params, yi, full, method="posterior_mean"))(y)
+
+
+def posterior_means(model, params, y):
+    """(S, T, D) posterior means E_q[x_t | y_{1:T}] of sequences y (S, T, N), all observed.
+    Compiled once per (model, shapes): params are an argument, so every seed's reuse it."""
+    return np.asarray(_posterior_means(model, params, y))
 
 
 def linear_decodability(model, params, bench, y_train, y_test):
@@ -162,10 +168,9 @@ def train_seeds(model_name, latent_dim, config: PendulumConfig, y_train, y_test,
         learning_rate=config.learning_rate, mask_fraction=config.mask_fraction,
         mask_after=0 if model_name == "svae" else mask_after,
         log_every=min(config.log_every, config.steps))
-    runs = train_and_evaluate(model_name, y_train, model_config, train_config, y_test=y_test,
+    return train_and_evaluate(model_name, y_train, model_config, train_config, y_test=y_test,
                               seeds=list(config.seeds), eval_samples=config.eval_samples,
                               eval_repeats=config.eval_repeats, progress=progress)
-    return runs
 
 
 def _pick(runs, record):

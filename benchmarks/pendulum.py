@@ -34,6 +34,9 @@ def main(argv=None):
                          "decodability is reported")
     ap.add_argument("--steps", type=int, default=8000)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr-decay-start", type=int, default=0,
+                    help="step where a cosine decay of the rate begins (0: constant rate)")
+    ap.add_argument("--lr-decay-steps", type=int, default=1000)
     ap.add_argument("--num-test", type=int, default=40)
     ap.add_argument("--cache-dir", type=Path, default=HERE / "results" / "pendulum_cache")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "pendulum.json")
@@ -41,6 +44,8 @@ def main(argv=None):
 
     config = pendulum.PendulumConfig(steps=args.steps, learning_rate=args.lr,
                                      seeds=tuple(args.seeds),
+                                     lr_decay_start=args.lr_decay_start,
+                                     lr_decay_steps=args.lr_decay_steps,
                                      num_test=args.num_test, num_pll_sequences=args.num_test)
     unmasked_config = dataclasses.replace(config, mask_fraction=0.0)
     masked = pendulum.run_cells(args.models, args.latent_dims, config, args.cache_dir)

@@ -71,6 +71,11 @@ def build_parser():
     t.add_argument("--batch-size", type=int, default=10)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--warmup-steps", type=int, default=200)
+    t.add_argument("--lr-decay-start", type=int, default=0,
+                   help="step where a cosine decay of the rate begins (0: constant rate)")
+    t.add_argument("--lr-decay-steps", type=int, default=1000, help="length of that decay")
+    t.add_argument("--lr-final-fraction", type=float, default=0.03,
+                   help="rate at the end of the decay, as a fraction of --lr")
     t.add_argument("--num-samples", type=int, default=1, help="posterior samples per step")
     t.add_argument("--mask-fraction", type=float, default=0.4, help="0 disables masking")
     t.add_argument("--mask-after", type=int, default=0, help="unmasked warm-up steps")
@@ -169,6 +174,8 @@ def run_train(args) -> dict:
             learning_rate=args.lr, warmup_steps=args.warmup_steps, num_samples=args.num_samples,
             mask_fraction=args.mask_fraction, mask_after=args.mask_after,
             log_every=min(args.log_every, args.steps), checkpoint_every=args.checkpoint_every,
+            lr_decay_start=args.lr_decay_start, lr_decay_steps=args.lr_decay_steps,
+            lr_final_fraction=args.lr_final_fraction,
         )
     except ValueError as exc:
         raise CLIError(str(exc)) from None

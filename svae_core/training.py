@@ -31,7 +31,9 @@ from tqdm import tqdm  # text bars: tqdm.auto wants ipywidgets inside notebooks
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """steps: optimiser steps. batch_size: sequences per step (drawn without replacement).
-    learning_rate: Adam's rate after a linear warm-up of warmup_steps. num_samples: posterior
+    learning_rate: Adam's rate after a linear warm-up of warmup_steps; from step lr_decay_start
+    (0: never) a cosine decay takes it to lr_final_fraction·learning_rate over lr_decay_steps
+    steps, where it stays. num_samples: posterior
     samples per sequence for the ELBO. mask_fraction: longest hidden block as a fraction of T
     (0 disables masking); mask_after: step at which masking starts (an unmasked warm-up for
     the RNN/CNN families). clip_norm: global gradient-norm clip. log_every: steps per compiled
@@ -48,6 +50,9 @@ class TrainConfig:
     clip_norm: float = 10.0
     log_every: int = 50
     checkpoint_every: int = 0
+    lr_decay_start: int = 0
+    lr_decay_steps: int = 1000
+    lr_final_fraction: float = 0.03
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "num_samples", "log_every"):
@@ -57,6 +62,11 @@ class TrainConfig:
             raise ValueError(f"mask_fraction must be in [0, 1), got {self.mask_fraction}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.lr_decay_start < 0 or self.lr_decay_steps < 1:
+            raise ValueError("lr_decay_start must be >= 0 and lr_decay_steps >= 1, got "
+                             f"{self.lr_decay_start} and {self.lr_decay_steps}")
+        if not 0.0 <= self.lr_final_fraction <= 1.0:
+            raise ValueError(f"lr_final_fraction must be in [0, 1], got {self.lr_final_fraction}")
 
 
 class RunState(NamedTuple):
@@ -83,8 +93,21 @@ class TrainResult(NamedTuple):
     chunk_seconds: tuple = ()  # wall time of each full timed chunk of log_every steps
 
 
+_DECAY_FIELDS = ("lr_decay_start", "lr_decay_steps", "lr_final_fraction")
+
+
+def learning_rate_schedule(learning_rate, config: TrainConfig):
+    """step -> Adam's rate: linear warm-up, constant, then (if lr_decay_start) cosine decay."""
+    warm = optax.warmup_constant_schedule(0.0, learning_rate, max(config.warmup_steps, 1))
+    if not config.lr_decay_start:
+        return warm
+    decay = optax.cosine_decay_schedule(learning_rate, config.lr_decay_steps,
+                                        alpha=config.lr_final_fraction)
+    return optax.join_schedules([warm, decay], [config.lr_decay_start])
+
+
 def _optimizer(learning_rate, config):
-    schedule = optax.warmup_constant_schedule(0.0, learning_rate, max(config.warmup_steps, 1))
+    schedule = learning_rate_schedule(learning_rate, config)
     return optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(schedule))
 
 
@@ -248,15 +271,28 @@ def save_checkpoint(directory, states: RunState, step: int, history: dict, confi
     (directory / "meta.json.tmp").replace(directory / "meta.json")
 
 
+def _decay_started_by(config: dict, step: int) -> bool:
+    return bool(config["lr_decay_start"]) and config["lr_decay_start"] < step
+
+
 def load_checkpoint(directory, template: RunState, config: TrainConfig):
-    """(states, step, history) from ``directory``; the training config must match."""
+    """(states, step, history) from ``directory``; the training config must match, except
+    ``steps`` (a run may be extended) and a learning-rate decay that neither the checkpoint's
+    config nor the new one had begun by the checkpoint's step (so the steps already taken
+    followed the same schedule)."""
     directory = Path(directory)
     meta_path, state_path = directory / "meta.json", directory / "state.msgpack"
     if not (meta_path.exists() and state_path.exists()):
         raise CheckpointError(f"no checkpoint in {directory}")
     meta = json.loads(meta_path.read_text())
-    saved = {k: v for k, v in meta["config"].items() if k != "steps"}
-    now = {k: v for k, v in dataclasses.asdict(config).items() if k != "steps"}
+    # fields added after a checkpoint was written take their defaults
+    saved = {**dataclasses.asdict(TrainConfig()), **meta["config"]}
+    now = dataclasses.asdict(config)
+    ignored = {"steps"}
+    if not (_decay_started_by(saved, meta["step"]) or _decay_started_by(now, meta["step"])):
+        ignored.update(_DECAY_FIELDS)
+    saved = {k: v for k, v in saved.items() if k not in ignored}
+    now = {k: v for k, v in now.items() if k not in ignored}
     if saved != now:
         diff = {k: (saved.get(k), now.get(k)) for k in now if saved.get(k) != now.get(k)}
         raise CheckpointError(f"checkpoint in {directory} was written with another config: {diff}")
@@ -272,6 +308,7 @@ __all__ = [
     "Trainer",
     "TrainingDivergedError",
     "batch_elbo",
+    "learning_rate_schedule",
     "load_checkpoint",
     "random_block_masks",
     "save_checkpoint",

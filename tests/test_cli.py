@@ -20,11 +20,14 @@ KEYS = {"config", "train_elbo", "test_elbo", "test_elbo_se", "true_mll", "null_l
 def test_train_on_generated_lds(tmp_path):
     out = tmp_path / "r.json"
     argv = ["train", "--model", "svae", "--data", "lds", "--latent-dim", "2", "--obs-dim", "3",
-            "--num-train", "10", "--num-test", "4", "--num-timesteps", "30", "--out", str(out)]
+            "--num-train", "10", "--num-test", "4", "--num-timesteps", "30", "--out", str(out),
+            "--lr-decay-start", "10", "--lr-decay-steps", "10"]
     assert main(argv + TINY) == 0
     res = json.loads(out.read_text())
     assert KEYS <= set(res)
     assert res["config"]["model"] == "svae"
+    decay = {k: res["config"]["train_config"][k] for k in ("lr_decay_start", "lr_decay_steps")}
+    assert decay == {"lr_decay_start": 10, "lr_decay_steps": 10}
     sizes = {k: res["config"][k] for k in ("num_train", "num_test", "num_timesteps")}
     assert sizes == {"num_train": 10, "num_test": 4, "num_timesteps": 30}
     for k in ("train_elbo", "test_elbo", "test_elbo_se", "true_mll", "null_ll", "gap_fraction"):
@@ -77,6 +80,8 @@ def _bad_npz(tmp_path, **arrays):
                                                           mask=np.ones((2, 4), bool))], "mask"),
         (lambda p: ["--model", "svae", "--data", "lds", "--q", "-1"], "--q"),
         (lambda p: ["--model", "svae", "--data", "lds", "--mask-fraction", "2"], "mask_fraction"),
+        (lambda p: ["--model", "svae", "--data", "lds", "--lr-final-fraction", "-1"],
+         "lr_final_fraction"),
     ],
 )
 def test_bad_input_one_error_line_exit_2(tmp_path, capsys, make_argv, message):

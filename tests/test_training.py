@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +14,7 @@ from svae_core.training import (
     TrainConfig,
     Trainer,
     TrainingDivergedError,
+    learning_rate_schedule,
     load_checkpoint,
     random_block_masks,
     save_checkpoint,
@@ -79,6 +82,54 @@ def test_checkpoint_refuses_other_config(trainer, tmp_path):
         load_checkpoint(tmp_path, states, other)
 
 
+def test_learning_rate_schedule_warmup_constant_then_cosine():
+    cfg = TrainConfig(warmup_steps=10, lr_decay_start=50, lr_decay_steps=40,
+                      lr_final_fraction=0.1)
+    rate = learning_rate_schedule(2.0, cfg)
+    steps = np.arange(120)
+    cosine = 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * np.clip(steps - 50, 0, 40) / 40))
+    expected = np.where(steps < 10, 2.0 * steps / 10, np.where(steps < 50, 2.0, 2.0 * cosine))
+    np.testing.assert_allclose([float(rate(s)) for s in steps], expected, rtol=1e-5, atol=1e-6)
+    plain = learning_rate_schedule(2.0, TrainConfig(warmup_steps=10))
+    assert float(plain(10_000)) == 2.0
+
+
+def _decayed(config, start):
+    return TrainConfig(**{**config.__dict__, "lr_decay_start": start, "lr_decay_steps": 10})
+
+
+def test_resume_may_add_a_decay_that_has_not_begun(trainer, tmp_path):
+    """A constant-rate run checkpointed at step 20 and resumed with a decay from step 20 ends
+    where a run with that decay from the start ends; a decay that would have begun before the
+    checkpoint is refused, and so is a changed decay once it has begun."""
+    decayed = _decayed(trainer.config, 20)
+    full = Trainer(trainer.model, trainer.y, decayed).fit(trainer.init_runs([7]), progress=False)
+    half_cfg = TrainConfig(**{**trainer.config.__dict__, "steps": 20})
+    half = Trainer(trainer.model, trainer.y, half_cfg).fit(trainer.init_runs([7]),
+                                                           progress=False)
+    save_checkpoint(tmp_path, half.states, 20, half.history, half_cfg)
+    states, step, history = load_checkpoint(tmp_path, trainer.init_runs([7]), decayed)
+    resumed = Trainer(trainer.model, trainer.y, decayed).fit(
+        states, start_step=step, history=history, progress=False)
+    for r, f in zip(_leaves(resumed.states), _leaves(full.states), strict=True):
+        np.testing.assert_allclose(r, f, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="lr_decay_start"):
+        load_checkpoint(tmp_path, states, _decayed(trainer.config, 10))
+    save_checkpoint(tmp_path, half.states, 20, half.history, _decayed(half_cfg, 10))
+    with pytest.raises(ValueError, match="lr_decay_start"):
+        load_checkpoint(tmp_path, states, _decayed(trainer.config, 20))
+
+
+def test_checkpoint_from_before_the_decay_fields_loads(trainer, tmp_path):
+    states = trainer.init_runs([0])
+    save_checkpoint(tmp_path, states, 20, {"step": []}, trainer.config)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    for name in ("lr_decay_start", "lr_decay_steps", "lr_final_fraction"):
+        del meta["config"][name]
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    assert load_checkpoint(tmp_path, states, _decayed(trainer.config, 30))[1] == 20
+
+
 def test_training_improves_elbo(trainer):
     result = trainer.fit(trainer.init_runs([0]), progress=False)
     elbo = [e[0] for e in result.history["elbo"]]
@@ -103,3 +154,7 @@ def test_bad_trainer_inputs():
         Trainer(model, y[0], TrainConfig())
     with pytest.raises(ValueError, match="mask_fraction"):
         TrainConfig(mask_fraction=1.5)
+    with pytest.raises(ValueError, match="lr_final_fraction"):
+        TrainConfig(lr_final_fraction=2.0)
+    with pytest.raises(ValueError, match="lr_decay_steps"):
+        TrainConfig(lr_decay_start=10, lr_decay_steps=0)

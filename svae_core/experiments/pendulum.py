@@ -59,7 +59,8 @@ METRICS = ("test_elbo", "test_elbo_se", "r2_angle", "r2_sin", "r2_cos", "r2_velo
 
 @dataclasses.dataclass(frozen=True)
 class PendulumConfig:
-    """steps, batch_size, learning_rate, seeds: training (best seed by training ELBO).
+    """steps, batch_size, learning_rate, seeds: training (best seed by training ELBO);
+    lr_decay_start / lr_decay_steps / lr_final_fraction: :class:`TrainConfig`'s rate decay.
     mask_fraction: longest hidden block (0.4 as in the paper; 0 for the no-mask ablation);
     baseline_mask_after: unmasked warm-up steps of the RNN/CNN families (None: steps // 4).
     num_train / num_test / num_frames / size / noise_std / data_seed: the rendered data.
@@ -70,6 +71,9 @@ class PendulumConfig:
     steps: int = 3000
     batch_size: int = 10
     learning_rate: float = 3e-3  # 1e-3 had learned no dynamics after 1000 steps on CPU
+    lr_decay_start: int = 0  # 0: constant rate; else a cosine decay (see TrainConfig)
+    lr_decay_steps: int = 1000
+    lr_final_fraction: float = 0.03
     seeds: tuple = (0,)
     mask_fraction: float = 0.4
     baseline_mask_after: int | None = None
@@ -167,7 +171,8 @@ def train_seeds(model_name, latent_dim, config: PendulumConfig, y_train, y_test,
         steps=config.steps, batch_size=min(config.batch_size, S),
         learning_rate=config.learning_rate, mask_fraction=config.mask_fraction,
         mask_after=0 if model_name == "svae" else mask_after,
-        log_every=min(config.log_every, config.steps))
+        log_every=min(config.log_every, config.steps), lr_decay_start=config.lr_decay_start,
+        lr_decay_steps=config.lr_decay_steps, lr_final_fraction=config.lr_final_fraction)
     return train_and_evaluate(model_name, y_train, model_config, train_config, y_test=y_test,
                               seeds=list(config.seeds), eval_samples=config.eval_samples,
                               eval_repeats=config.eval_repeats, progress=progress)

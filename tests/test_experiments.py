@@ -178,6 +178,10 @@ def test_pendulum_report_markdown_names_the_run_and_adds_the_ablation_when_prese
     report["unmasked"] = [run("svae", 0.17)]
     ablation = pendulum.report_markdown(report).split("pred. LL no mask")[1]
     assert "| 3 | SVAE | 0.8000 | 0.8000 | 0.5600 | 0.1700 |" in ablation
+    assert "decay" not in text
+    report["config"] = {**cfg, "lr_decay_start": 100, "lr_decay_steps": 23}
+    assert "123 steps, lr 0.003 (cosine decay to 0.03× over steps 100–123)" in \
+        pendulum.report_markdown(report)
 
 
 def test_pendulum_amplitude_markdown_has_one_row_per_data_set_with_its_thirds():

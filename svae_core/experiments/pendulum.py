@@ -376,7 +376,12 @@ def report_markdown(report: dict, name: str = "report") -> str:
     report has unmasked runs."""
     cfg = report["config"]
     devices = sorted({c["device"] for c in report["masked"] + report["unmasked"]})
-    text = [f"**`{name}`**: {cfg['steps']} steps, lr {cfg['learning_rate']}, "
+    rate = f"lr {cfg['learning_rate']}"
+    if cfg.get("lr_decay_start"):
+        end = cfg["lr_decay_start"] + cfg["lr_decay_steps"]
+        rate += (f" (cosine decay to {cfg['lr_final_fraction']:g}× over steps "
+                 f"{cfg['lr_decay_start']}–{end})")
+    text = [f"**`{name}`**: {cfg['steps']} steps, {rate}, "
             f"{cfg['num_train']} training / {cfg['num_test']} test sequences, "
             f"{cfg['num_forecast_samples']} forecast samples; {', '.join(devices)}",
             "", results_table(report["masked"])]

@@ -1,7 +1,8 @@
 """Does the swing amplitude decide whether a 3-D SVAE latent encodes angular velocity?
 
     .venv/bin/python benchmarks/pendulum_amplitude.py [--steps 3000] [--max-angles 45 162]
-        [--out benchmarks/results/pendulum_amplitude.json]   (rows already there are reused)
+        [--friction 0.1] [--out benchmarks/results/pendulum_amplitude.json]
+        (rows already there are reused)
 
 A diagnostic beside the Pendulum chapter (not one of the paper's experiments). For each
 largest initial angle (degrees) the rendered data set is regenerated with only that changed,
@@ -11,6 +12,8 @@ of the test sequences sorted by swing amplitude (the read-out fit on all trainin
 A linear prior has one set of frequencies, while a pendulum's period grows with its
 amplitude (by 18% at 90°, 2.1× at 162°); if that mismatch is what hides the velocity, the
 small-swing data set should decode it and the large swings should be the worst third.
+``--friction γ`` (s⁻¹) renders damped swings instead, as the RKN generator can; its rows are
+kept beside the frictionless ones.
 """
 
 from __future__ import annotations
@@ -36,13 +39,14 @@ HERE = Path(__file__).parent
 
 
 def amplitude(data, g_over_l):
-    """(S,) swing amplitude in rad of each sequence, from its (conserved) energy."""
+    """(S,) initial swing amplitude in rad of each sequence, from its initial energy."""
     energy = 0.5 * data.velocity[:, 0] ** 2 - g_over_l * np.cos(data.angle[:, 0])
     return np.arccos(np.clip(-energy / g_over_l, -1.0, 1.0))
 
 
-def run(max_angle_deg, config: PendulumConfig):
-    bench, y_train, y_test = dataset(config, max_angle=math.radians(max_angle_deg))
+def run(max_angle_deg, friction, config: PendulumConfig):
+    bench, y_train, y_test = dataset(config, max_angle=math.radians(max_angle_deg),
+                                     friction=friction)
     model, params, best = train_best("svae", 3, config, y_train, y_test)
     r2, m_train, m_test = linear_decodability(model, params, bench, y_train, y_test)
 
@@ -57,7 +61,8 @@ def run(max_angle_deg, config: PendulumConfig):
         by_third.append({"amplitude_deg": [float(np.degrees(amp[idx].min())),
                                            float(np.degrees(amp[idx].max()))],
                          "r2_velocity": float(r2_third)})
-    return {"max_angle_deg": max_angle_deg, **r2, "test_elbo": best["test_elbo"],
+    return {"max_angle_deg": max_angle_deg, "friction": friction, **r2,
+            "test_elbo": best["test_elbo"],
             "velocity_r2_by_amplitude_third": by_third, "steps": config.steps,
             "seconds_per_step": best["seconds_per_step"], "device": best["device"]}
 
@@ -67,25 +72,30 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--max-angles", nargs="+", type=float, default=[45.0, 162.0],
                     help="largest initial angle per data set, degrees (default data: 162)")
+    ap.add_argument("--friction", type=float, default=0.0, help="γ in s⁻¹ (default 0)")
     ap.add_argument("--num-test", type=int, default=40)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "pendulum_amplitude.json")
     args = ap.parse_args(argv)
     config = PendulumConfig(steps=args.steps, num_test=args.num_test)
-    # Rows already in --out for the same configuration are kept and not rerun.
+    # Rows already in --out for the same configuration are kept and not rerun (fields the
+    # configuration gained since take their defaults).
     old = json.loads(args.out.read_text()) if args.out.exists() else {}
-    rows = old.get("rows", []) if old.get("config") == dataclasses.asdict(config) else []
+    old_config = {**dataclasses.asdict(PendulumConfig()), **old.get("config", {})}
+    rows = old.get("rows", []) if old_config == dataclasses.asdict(config) else []
+    same = lambda r, a: (r["max_angle_deg"], r.get("friction", 0.0)) == (a, args.friction)
     for a in args.max_angles:
-        if any(r["max_angle_deg"] == a for r in rows):
-            r = next(r for r in rows if r["max_angle_deg"] == a)
+        if any(same(r, a) for r in rows):
+            r = next(r for r in rows if same(r, a))
         else:
-            rows.append(run(a, config))
+            rows.append(run(a, args.friction, config))
             r = rows[-1]
         thirds = ", ".join(f"{t['amplitude_deg'][0]:.0f}–{t['amplitude_deg'][1]:.0f}°: "
                            f"{t['r2_velocity']:.3f}" for t in r["velocity_r2_by_amplitude_third"])
-        print(f"max angle {a:5.1f}°  R² angle {r['r2_angle']:.3f}  velocity "
-              f"{r['r2_velocity']:.3f}  (by amplitude third: {thirds})", flush=True)
+        print(f"max angle {a:5.1f}°, friction {args.friction:g}  R² angle "
+              f"{r['r2_angle']:.3f}  velocity {r['r2_velocity']:.3f}  "
+              f"(by amplitude third: {thirds})", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    rows.sort(key=lambda r: r["max_angle_deg"])
+    rows.sort(key=lambda r: (r.get("friction", 0.0), r["max_angle_deg"]))
     args.out.write_text(json.dumps({"config": dataclasses.asdict(config), "rows": rows,
                                     "device": describe_device()["summary"]}, indent=2))
     print(f"wrote {args.out}")

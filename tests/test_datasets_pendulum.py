@@ -91,6 +91,28 @@ def test_velocity_is_the_derivative_of_angle():
     np.testing.assert_allclose(central, velocity[:, 1:-1], atol=2e-3)
 
 
+def test_small_swing_with_friction_is_the_damped_oscillator():
+    """θ'' = −kθ − γθ' (sin θ ≈ θ at 1 mrad): θ(t) = e^{−γt/2}(θ0 cos ω_d t + c sin ω_d t),
+    ω_d = √(k − γ²/4), c = (ω0 + γθ0/2)/ω_d."""
+    k, gamma, theta0, omega0 = 9.81, 0.3, 1e-3, 2e-3
+    angle, _ = simulate_pendulum(theta0, omega0, 200, 0.05, g_over_l=k, friction=gamma)
+    t = 0.05 * np.arange(200)
+    wd = math.sqrt(k - gamma**2 / 4)
+    exact = np.exp(-gamma * t / 2) * (theta0 * np.cos(wd * t)
+                                      + (omega0 + gamma * theta0 / 2) / wd * np.sin(wd * t))
+    np.testing.assert_allclose(angle, exact, rtol=0, atol=1e-9)
+
+
+def test_friction_drains_the_energy_of_a_large_swing():
+    angle, velocity = simulate_pendulum(2.8, 0.0, 300, 0.05, friction=0.1)
+    energy = pendulum_energy(angle, velocity)
+    assert np.all(np.diff(energy) < 0)
+    assert energy[-1] < energy[0] - 0.5 * (energy[0] + 9.81)  # more than half is gone
+    bench = make_pendulum_dataset(num_train=2, num_test=1, num_frames=50, friction=0.1)
+    e = pendulum_energy(bench.train.angle, bench.train.velocity)
+    assert bench.config["friction"] == 0.1 and np.all(np.diff(e, axis=1) < 0)
+
+
 def test_simulate_shapes_and_initial_state():
     a, v = simulate_pendulum(0.3, 0.1, 7, 0.1)
     assert a.shape == v.shape == (7,) and a.dtype == np.float64
@@ -207,7 +229,7 @@ def test_speed_fraction_above_one_allows_rotation():
         dict(num_frames=0), dict(noise_std=-0.1), dict(noise_std=float("nan")), dict(dt=0.0),
         dict(frame_skip=0), dict(g_over_l=-1.0), dict(substeps=0), dict(max_angle=4.0),
         dict(max_angle=0.0), dict(speed_fraction=-1.0), dict(arm_length=0.6),
-        dict(bob_sigma=0.0), dict(seed=-1), dict(seed=1.5),
+        dict(bob_sigma=0.0), dict(seed=-1), dict(seed=1.5), dict(friction=-0.1),
     ],
 )
 def test_make_dataset_rejects_bad_arguments(kwargs):
@@ -221,6 +243,7 @@ def test_make_dataset_rejects_bad_arguments(kwargs):
         ((0.1, 0.0, 0, 0.1), {}), ((0.1, 0.0, 5, 0.0), {}), ((0.1, 0.0, 5, -0.1), {}),
         ((np.nan, 0.0, 5, 0.1), {}), ((np.zeros(3), np.zeros(2), 5, 0.1), {}),
         ((0.1, 0.0, 5, 0.1), dict(g_over_l=0.0)), ((0.1, 0.0, 5, 0.1), dict(substeps=0)),
+        ((0.1, 0.0, 5, 0.1), dict(friction=float("nan"))),
     ],
 )
 def test_simulate_rejects_bad_arguments(args, kwargs):

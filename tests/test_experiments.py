@@ -202,6 +202,9 @@ def test_pendulum_amplitude_markdown_has_one_row_per_data_set_with_its_thirds():
     assert lines[4] == ("| 45° | 0.500 | 0.900 | 0.100 | 0.990 | 10–20°: 0.910; 21–30°: 0.920; "
                         "31–45°: 0.930 |")
     assert lines[5].startswith("| 162° |") and "| 0.300 |" in lines[5]
+    damped = {**row(162.0, 0.8), "friction": 0.1}
+    text = pendulum.amplitude_markdown({"config": cfg, "device": "CPU: test", "rows": [damped]})
+    assert text.splitlines()[4].startswith("| 162°, friction 0.1 s⁻¹ | 0.500 |")
 
 
 def test_pendulum_seeds_table_applies_both_selection_rules():

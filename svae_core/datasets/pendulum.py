@@ -54,13 +54,20 @@ def _positive_float(name, value):
     return float(value)
 
 
+def _nonnegative_float(name, value):
+    if not (isinstance(value, int | float | np.number) and np.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 # ----------------------------------------------------------------------------- dynamics
 
 
 def simulate_pendulum(
-    theta0, omega0, num_frames: int, dt: float, g_over_l: float = 9.81, substeps: int = 40
+    theta0, omega0, num_frames: int, dt: float, g_over_l: float = 9.81, substeps: int = 40,
+    friction: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Integrate θ'' = −(g/l) sin θ with classical RK4 and sample it every ``dt`` seconds.
+    """Integrate θ'' = −(g/l) sin θ − γ θ' with classical RK4 and sample it every ``dt`` seconds.
 
     Each interval of ``dt`` is crossed in ``substeps`` RK4 steps of ``dt / substeps``; RK4's
     global error is O(h⁴): with h = 2.5 ms (the defaults, dt = 0.1 s) the energy of a swing of
@@ -74,6 +81,8 @@ def simulate_pendulum(
         dt: seconds between samples, > 0.
         g_over_l: g/l in s⁻², > 0 (small-angle period 2π/√(g/l) s).
         substeps: RK4 steps per sample interval, ≥ 1.
+        friction: γ in s⁻¹, ≥ 0 (default 0: the energy is conserved; γ > 0 lets it decay,
+            as the RKN generator's friction option does).
     Returns:
         (angle, velocity), each float64 of shape ``broadcast(theta0, omega0).shape + (T,)``,
         in rad and rad/s; the angle is unwrapped.
@@ -85,6 +94,7 @@ def simulate_pendulum(
     substeps = _positive_int("substeps", substeps)
     dt = _positive_float("dt", dt)
     k = _positive_float("g_over_l", g_over_l)
+    gamma = _nonnegative_float("friction", friction)
     try:
         theta, omega = np.broadcast_arrays(np.asarray(theta0, np.float64),
                                            np.asarray(omega0, np.float64))
@@ -101,11 +111,15 @@ def simulate_pendulum(
     angle[..., 0], velocity[..., 0] = theta, omega
     for t in range(1, num_frames):
         for _ in range(substeps):
-            # Classical RK4 on (θ, ω)' = (ω, −k sin θ).
-            a1, b1 = omega, -k * np.sin(theta)
-            a2, b2 = omega + 0.5 * h * b1, -k * np.sin(theta + 0.5 * h * a1)
-            a3, b3 = omega + 0.5 * h * b2, -k * np.sin(theta + 0.5 * h * a2)
-            a4, b4 = omega + h * b3, -k * np.sin(theta + h * a3)
+            # Classical RK4 on (θ, ω)' = (ω, −k sin θ − γω).
+            a1 = omega
+            b1 = -k * np.sin(theta) - gamma * a1
+            a2 = omega + 0.5 * h * b1
+            b2 = -k * np.sin(theta + 0.5 * h * a1) - gamma * a2
+            a3 = omega + 0.5 * h * b2
+            b3 = -k * np.sin(theta + 0.5 * h * a2) - gamma * a3
+            a4 = omega + h * b3
+            b4 = -k * np.sin(theta + h * a3) - gamma * a4
             theta = theta + (h / 6) * (a1 + 2 * a2 + 2 * a3 + a4)
             omega = omega + (h / 6) * (b1 + 2 * b2 + 2 * b3 + b4)
         angle[..., t], velocity[..., t] = theta, omega
@@ -192,7 +206,7 @@ class PendulumBenchmark(NamedTuple):
 
 
 def _make_split(seeds, num_frames, size, noise_std, interval, g_over_l, substeps, max_angle,
-                speed_fraction, arm_length, bob_sigma):
+                speed_fraction, arm_length, bob_sigma, friction):
     rngs = [np.random.default_rng(s) for s in seeds]
     # Per sequence: θ0 ~ U(−max_angle, max_angle), ω0 = u · speed_fraction · ω_sep(θ0) with
     # u ~ U(−1, 1) and ω_sep(θ0) = 2√(g/l) cos(θ0/2) the speed that would just carry the bob
@@ -200,7 +214,8 @@ def _make_split(seeds, num_frames, size, noise_std, interval, g_over_l, substeps
     draws = np.array([rng.uniform(-1.0, 1.0, size=2) for rng in rngs])  # (S, 2)
     theta0 = max_angle * draws[:, 0]
     omega0 = draws[:, 1] * speed_fraction * 2 * math.sqrt(g_over_l) * np.cos(theta0 / 2)
-    angle, velocity = simulate_pendulum(theta0, omega0, num_frames, interval, g_over_l, substeps)
+    angle, velocity = simulate_pendulum(theta0, omega0, num_frames, interval, g_over_l, substeps,
+                                        friction)
     clean = render_frames(angle, size, arm_length, bob_sigma)
     noise = np.stack([rng.standard_normal((num_frames, size, size)) for rng in rngs])
     frames = (clean + noise_std * noise).astype(np.float32)
@@ -222,6 +237,7 @@ def make_pendulum_dataset(
     speed_fraction: float = 0.5,
     arm_length: float = 0.375,
     bob_sigma: float = 0.0625,
+    friction: float = 0.0,
 ) -> PendulumBenchmark:
     """Generate the §4.3 pendulum videos, deterministically from ``seed`` (paper: 100 × 100).
 
@@ -249,6 +265,7 @@ def make_pendulum_dataset(
         g_over_l: s⁻², > 0.  substeps: RK4 steps per rendered interval, ≥ 1.
         max_angle: in (0, π], rad.  speed_fraction: ≥ 0.
         arm_length, bob_sigma: see :func:`render_frames`.
+        friction: γ in s⁻¹, ≥ 0 (default 0, frictionless); see :func:`simulate_pendulum`.
     Returns:
         :class:`PendulumBenchmark`.
     Raises:
@@ -264,6 +281,7 @@ def make_pendulum_dataset(
     dt = _positive_float("dt", dt)
     g_over_l = _positive_float("g_over_l", g_over_l)
     max_angle = _positive_float("max_angle", max_angle)
+    friction = _nonnegative_float("friction", friction)
     if max_angle > math.pi:
         raise ValueError(f"max_angle must be in (0, π], got {max_angle}")
     if not (isinstance(noise_std, int | float | np.number) and np.isfinite(noise_std)
@@ -281,12 +299,12 @@ def make_pendulum_dataset(
         noise_std=float(noise_std), dt=dt, frame_skip=frame_skip, frame_interval=interval,
         g_over_l=g_over_l, substeps=substeps, max_angle=max_angle,
         speed_fraction=float(speed_fraction), arm_length=float(arm_length),
-        bob_sigma=float(bob_sigma), small_angle_period=period,
+        bob_sigma=float(bob_sigma), friction=friction, small_angle_period=period,
         small_angle_period_frames=period / interval,
     )
     train_ss, test_ss = np.random.SeedSequence(seed).spawn(2)
     common = (num_frames, size, float(noise_std), interval, g_over_l, substeps * frame_skip,
-              max_angle, float(speed_fraction), float(arm_length), float(bob_sigma))
+              max_angle, float(speed_fraction), float(arm_length), float(bob_sigma), friction)
     train = _make_split(train_ss.spawn(num_train), *common)
     test = _make_split(test_ss.spawn(num_test), *common)
     return PendulumBenchmark(train, test, config)

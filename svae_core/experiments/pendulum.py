@@ -396,7 +396,7 @@ def amplitude_markdown(report: dict) -> str:
     """Markdown table of a ``benchmarks/pendulum_amplitude.py`` report (its JSON, loaded): per
     data set (largest initial angle), the D = 3 SVAE's held-out R² for the angle (sin θ, cos θ
     and their mean) and the velocity, then the velocity R² within each third of the test
-    sequences by swing amplitude."""
+    sequences by swing amplitude (initial amplitude, for rows with friction γ > 0)."""
     cfg = report["config"]
     lines = [f"SVAE, D = 3, {cfg['steps']} steps, lr {cfg['learning_rate']}, masking "
              f"{cfg['mask_fraction']:g}; {report['device']}", "",
@@ -405,6 +405,9 @@ def amplitude_markdown(report: dict) -> str:
     for r in report["rows"]:
         thirds = "; ".join(f"{t['amplitude_deg'][0]:.0f}–{t['amplitude_deg'][1]:.0f}°: "
                            f"{t['r2_velocity']:.3f}" for t in r["velocity_r2_by_amplitude_third"])
-        lines.append(f"| {r['max_angle_deg']:g}° | {r['r2_angle']:.3f} | {r['r2_sin']:.3f} | "
+        data = f"{r['max_angle_deg']:g}°"
+        if r.get("friction"):
+            data += f", friction {r['friction']:g} s⁻¹"
+        lines.append(f"| {data} | {r['r2_angle']:.3f} | {r['r2_sin']:.3f} | "
                      f"{r['r2_cos']:.3f} | {r['r2_velocity']:.3f} | {thirds} |")
     return "\n".join(lines)

@@ -80,8 +80,9 @@ def main(argv=None):
     # Rows already in --out for the same configuration are kept and not rerun (fields the
     # configuration gained since take their defaults).
     old = json.loads(args.out.read_text()) if args.out.exists() else {}
-    old_config = {**dataclasses.asdict(PendulumConfig()), **old.get("config", {})}
-    rows = old.get("rows", []) if old_config == dataclasses.asdict(config) else []
+    as_json = lambda c: json.loads(json.dumps(c))  # tuples become lists, as in the file
+    old_config = {**as_json(dataclasses.asdict(PendulumConfig())), **old.get("config", {})}
+    rows = old.get("rows", []) if old_config == as_json(dataclasses.asdict(config)) else []
     same = lambda r, a: (r["max_angle_deg"], r.get("friction", 0.0)) == (a, args.friction)
     for a in args.max_angles:
         if any(same(r, a) for r in rows):

@@ -38,6 +38,8 @@ def main(argv=None):
                     help="step where a cosine decay of the rate begins (0: constant rate)")
     ap.add_argument("--lr-decay-steps", type=int, default=1000)
     ap.add_argument("--num-test", type=int, default=40)
+    ap.add_argument("--friction", type=float, default=0.0,
+                    help="γ in s⁻¹ of the rendered swings (default 0: frictionless)")
     ap.add_argument("--cache-dir", type=Path, default=HERE / "results" / "pendulum_cache")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "pendulum.json")
     args = ap.parse_args(argv)
@@ -46,6 +48,7 @@ def main(argv=None):
                                      seeds=tuple(args.seeds),
                                      lr_decay_start=args.lr_decay_start,
                                      lr_decay_steps=args.lr_decay_steps,
+                                     friction=args.friction,
                                      num_test=args.num_test, num_pll_sequences=args.num_test)
     unmasked_config = dataclasses.replace(config, mask_fraction=0.0)
     masked = pendulum.run_cells(args.models, args.latent_dims, config, args.cache_dir)

@@ -182,6 +182,9 @@ def test_pendulum_report_markdown_names_the_run_and_adds_the_ablation_when_prese
     report["config"] = {**cfg, "lr_decay_start": 100, "lr_decay_steps": 23}
     assert "123 steps, lr 0.003 (cosine decay to 0.03× over steps 100–123)" in \
         pendulum.report_markdown(report)
+    assert "friction" not in text
+    report["config"] = {**cfg, "friction": 0.1}
+    assert "7 test sequences, friction 0.1 s⁻¹, 200 forecast" in pendulum.report_markdown(report)
 
 
 def test_pendulum_amplitude_markdown_has_one_row_per_data_set_with_its_thirds():

@@ -63,7 +63,8 @@ class PendulumConfig:
     lr_decay_start / lr_decay_steps / lr_final_fraction: :class:`TrainConfig`'s rate decay.
     mask_fraction: longest hidden block (0.4 as in the paper; 0 for the no-mask ablation);
     baseline_mask_after: unmasked warm-up steps of the RNN/CNN families (None: steps // 4).
-    num_train / num_test / num_frames / size / noise_std / data_seed: the rendered data.
+    num_train / num_test / num_frames / size / noise_std / friction / data_seed: the rendered
+    data.
     num_observed: t0, frames given before forecasting; num_forecast_samples: latent
     trajectories per test sequence (paper: 200); num_pll_sequences: test sequences scored
     for the predictive log-likelihood (None: all)."""
@@ -82,6 +83,7 @@ class PendulumConfig:
     num_frames: int = 100
     size: int = 24
     noise_std: float = 0.1
+    friction: float = 0.0  # γ in s⁻¹ of the rendered swings (0: frictionless, the default)
     data_seed: int = 0
     num_observed: int = 50
     num_forecast_samples: int = 200
@@ -100,7 +102,8 @@ def dataset(config: PendulumConfig, **renderer):
     passes further :func:`make_pendulum_dataset` arguments (e.g. ``max_angle``) through."""
     bench = make_pendulum_dataset(seed=config.data_seed, num_train=config.num_train,
                                   num_test=config.num_test, num_frames=config.num_frames,
-                                  size=config.size, noise_std=config.noise_std, **renderer)
+                                  size=config.size, noise_std=config.noise_std,
+                                  **{"friction": config.friction, **renderer})
     flat = lambda f: np.asarray(f, np.float32).reshape(f.shape[0], f.shape[1], -1)
     return bench, flat(bench.train.frames), flat(bench.test.frames)
 
@@ -377,12 +380,13 @@ def report_markdown(report: dict, name: str = "report") -> str:
     cfg = report["config"]
     devices = sorted({c["device"] for c in report["masked"] + report["unmasked"]})
     rate = f"lr {cfg['learning_rate']}"
+    data = f", friction {cfg['friction']:g} s⁻¹" if cfg.get("friction") else ""
     if cfg.get("lr_decay_start"):
         end = cfg["lr_decay_start"] + cfg["lr_decay_steps"]
         rate += (f" (cosine decay to {cfg['lr_final_fraction']:g}× over steps "
                  f"{cfg['lr_decay_start']}–{end})")
     text = [f"**`{name}`**: {cfg['steps']} steps, {rate}, "
-            f"{cfg['num_train']} training / {cfg['num_test']} test sequences, "
+            f"{cfg['num_train']} training / {cfg['num_test']} test sequences{data}, "
             f"{cfg['num_forecast_samples']} forecast samples; {', '.join(devices)}",
             "", results_table(report["masked"])]
     if seeds := seeds_table(report["masked"]):

@@ -284,27 +284,23 @@ def make_pendulum_dataset(
     friction = _nonnegative_float("friction", friction)
     if max_angle > math.pi:
         raise ValueError(f"max_angle must be in (0, π], got {max_angle}")
-    if not (isinstance(noise_std, int | float | np.number) and np.isfinite(noise_std)
-            and noise_std >= 0):
-        raise ValueError(f"noise_std must be a finite number >= 0, got {noise_std!r}")
-    if not (isinstance(speed_fraction, int | float | np.number) and np.isfinite(speed_fraction)
-            and speed_fraction >= 0):
-        raise ValueError(f"speed_fraction must be a finite number >= 0, got {speed_fraction!r}")
+    noise_std = _nonnegative_float("noise_std", noise_std)
+    speed_fraction = _nonnegative_float("speed_fraction", speed_fraction)
     render_frames(np.zeros(0), size, arm_length, bob_sigma)  # validates the rendering arguments
 
     interval = dt * frame_skip
     period = 2 * math.pi / math.sqrt(g_over_l)
     config = dict(
         seed=seed, num_train=num_train, num_test=num_test, num_frames=num_frames, size=size,
-        noise_std=float(noise_std), dt=dt, frame_skip=frame_skip, frame_interval=interval,
+        noise_std=noise_std, dt=dt, frame_skip=frame_skip, frame_interval=interval,
         g_over_l=g_over_l, substeps=substeps, max_angle=max_angle,
-        speed_fraction=float(speed_fraction), arm_length=float(arm_length),
+        speed_fraction=speed_fraction, arm_length=float(arm_length),
         bob_sigma=float(bob_sigma), friction=friction, small_angle_period=period,
         small_angle_period_frames=period / interval,
     )
     train_ss, test_ss = np.random.SeedSequence(seed).spawn(2)
-    common = (num_frames, size, float(noise_std), interval, g_over_l, substeps * frame_skip,
-              max_angle, float(speed_fraction), float(arm_length), float(bob_sigma), friction)
+    common = (num_frames, size, noise_std, interval, g_over_l, substeps * frame_skip,
+              max_angle, speed_fraction, float(arm_length), float(bob_sigma), friction)
     train = _make_split(train_ss.spawn(num_train), *common)
     test = _make_split(test_ss.spawn(num_test), *common)
     return PendulumBenchmark(train, test, config)

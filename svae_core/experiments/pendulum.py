@@ -73,8 +73,8 @@ class PendulumConfig:
     batch_size: int = 10
     learning_rate: float = 3e-3  # 1e-3 had learned no dynamics after 1000 steps on CPU
     lr_decay_start: int = 0  # 0: constant rate; else a cosine decay (see TrainConfig)
-    lr_decay_steps: int = 1000
-    lr_final_fraction: float = 0.03
+    lr_decay_steps: int = TrainConfig.lr_decay_steps
+    lr_final_fraction: float = TrainConfig.lr_final_fraction
     seeds: tuple = (0,)
     mask_fraction: float = 0.4
     baseline_mask_after: int | None = None

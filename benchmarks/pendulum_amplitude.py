@@ -78,22 +78,23 @@ def main(argv=None):
     args = ap.parse_args(argv)
     config = PendulumConfig(steps=args.steps, num_test=args.num_test)
     # Rows already in --out for the same configuration are kept and not rerun (fields the
-    # configuration gained since take their defaults).
+    # configuration gained since take their defaults), unless they lack a metric added since.
     old = json.loads(args.out.read_text()) if args.out.exists() else {}
     as_json = lambda c: json.loads(json.dumps(c))  # tuples become lists, as in the file
     old_config = {**as_json(dataclasses.asdict(PendulumConfig())), **old.get("config", {})}
     rows = old.get("rows", []) if old_config == as_json(dataclasses.asdict(config)) else []
     same = lambda r, a: (r["max_angle_deg"], r.get("friction", 0.0)) == (a, args.friction)
     for a in args.max_angles:
-        if any(same(r, a) for r in rows):
+        if any(same(r, a) and "r2_theta" in r for r in rows):
             r = next(r for r in rows if same(r, a))
         else:
+            rows = [r for r in rows if not same(r, a)]
             rows.append(run(a, args.friction, config))
             r = rows[-1]
         thirds = ", ".join(f"{t['amplitude_deg'][0]:.0f}–{t['amplitude_deg'][1]:.0f}°: "
                            f"{t['r2_velocity']:.3f}" for t in r["velocity_r2_by_amplitude_third"])
         print(f"max angle {a:5.1f}°, friction {args.friction:g}  R² angle "
-              f"{r['r2_angle']:.3f}  velocity {r['r2_velocity']:.3f}  "
+              f"{r['r2_angle']:.3f}  θ {r['r2_theta']:.3f}  velocity {r['r2_velocity']:.3f}  "
               f"(by amplitude third: {thirds})", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows.sort(key=lambda r: (r.get("friction", 0.0), r["max_angle_deg"]))

@@ -173,7 +173,11 @@ def test_pendulum_report_markdown_names_the_run_and_adds_the_ablation_when_prese
               "unmasked": []}
     text = pendulum.report_markdown(report, "pendulum.json")
     assert text.startswith("**`pendulum.json`**: 123 steps") and "CPU: test" in text
-    assert "| 3 | SVAE | 0.8000 ± 0.01 | 0.950 | 0.500 | 0.5600 ± 0.001 |" in text
+    # written before R² θ existed: "—"; with it, its own column
+    assert "| 3 | SVAE | 0.8000 ± 0.01 | 0.950 | — | 0.500 | 0.5600 ± 0.001 |" in text
+    report["masked"][0] = {**report["masked"][0], "r2_theta": 0.987}
+    assert "| 3 | SVAE | 0.8000 ± 0.01 | 0.950 | 0.987 | 0.500 | 0.5600 ± 0.001 |" in \
+        pendulum.report_markdown(report)
     assert "pred. LL no mask" not in text
     report["unmasked"] = [run("svae", 0.17)]
     ablation = pendulum.report_markdown(report).split("pred. LL no mask")[1]
@@ -202,12 +206,13 @@ def test_pendulum_amplitude_markdown_has_one_row_per_data_set_with_its_thirds():
     lines = text.splitlines()
     assert lines[0].startswith("SVAE, D = 3, 77 steps") and lines[0].endswith("CPU: test")
     assert len(lines) == 6  # caption, blank, header, rule, two rows
-    assert lines[4] == ("| 45° | 0.500 | 0.900 | 0.100 | 0.990 | 10–20°: 0.910; 21–30°: 0.920; "
-                        "31–45°: 0.930 |")
+    assert lines[4] == ("| 45° | 0.500 | 0.900 | 0.100 | — | 0.990 | 10–20°: 0.910; "
+                        "21–30°: 0.920; 31–45°: 0.930 |")
     assert lines[5].startswith("| 162° |") and "| 0.300 |" in lines[5]
-    damped = {**row(162.0, 0.8), "friction": 0.1}
+    damped = {**row(162.0, 0.8), "friction": 0.1, "r2_theta": 0.95}
     text = pendulum.amplitude_markdown({"config": cfg, "device": "CPU: test", "rows": [damped]})
-    assert text.splitlines()[4].startswith("| 162°, friction 0.1 s⁻¹ | 0.500 |")
+    assert text.splitlines()[4].startswith("| 162°, friction 0.1 s⁻¹ | 0.500 | 0.900 | 0.100 | "
+                                           "0.950 | 0.800 |")
 
 
 def test_pendulum_seeds_table_applies_both_selection_rules():
@@ -226,3 +231,35 @@ def test_pendulum_seeds_table_applies_both_selection_rules():
     # velocity mean of seeds 5, 2, 3, 4, 0 = (0.9 + 0.3 + 0.4 + 0.5 + 0.1) / 5 = 0.44
     assert lines[2].startswith("| 3 | SVAE | 6 | seed 1: 0.200 | 0.900 / 0.440 | seed 5: ")
     assert lines[2].endswith("seed 1: 0.7000, 0.900, 0.200 |")
+    # with R² θ recorded, it follows the angle's: (0.5 + 0.2 + 0.3 + 0.4 + 0.0) / 5 = 0.28
+    with_theta = [{**r, "r2_theta": r["seed"] / 10} for r in rows]
+    line = pendulum.seeds_table([{**multi, "per_seed": with_theta}]).splitlines()[2]
+    assert "| 0.900 (θ 0.280) / 0.440 |" in line and line.endswith("0.900 (θ 0.100), 0.200 |")
+
+
+def test_pendulum_decodability_scores_theta_and_its_sin_cos_against_the_true_states(
+        monkeypatch):
+    """Wiring check with posterior means replaced by known functions of the true state: a
+    latent (θ, ω, ·) decodes θ and ω exactly but cos θ (even in θ) hardly at all, while a latent
+    (sin θ, cos θ, ω) decodes the (sin, cos) angle and ω exactly but θ only approximately."""
+    from svae_core.datasets import make_pendulum_dataset
+    from svae_core.experiments import pendulum
+
+    bench = make_pendulum_dataset(seed=3, num_train=20, num_test=10, num_frames=40, size=8)
+    y = {"train": np.zeros((20, 40, 64)), "test": np.zeros((10, 40, 64))}
+
+    def decodability(features):
+        means = lambda model, params, frames: features(
+            bench.train if frames.shape[0] == 20 else bench.test)
+        monkeypatch.setattr(pendulum, "posterior_means", means)
+        return pendulum.linear_decodability(None, None, bench, y["train"], y["test"])[0]
+
+    rng = np.random.default_rng(0)
+    r2 = decodability(lambda d: np.stack([2 * d.angle - 1, d.velocity + 3,
+                                          rng.normal(size=d.angle.shape)], -1))
+    assert r2["r2_theta"] > 1 - 1e-9 and r2["r2_velocity"] > 1 - 1e-9
+    assert r2["r2_cos"] < 0.5 and r2["r2_angle"] == pytest.approx(
+        (r2["r2_sin"] + r2["r2_cos"]) / 2)
+    r2 = decodability(lambda d: np.stack([np.sin(d.angle), np.cos(d.angle), d.velocity], -1))
+    assert min(r2["r2_sin"], r2["r2_cos"], r2["r2_velocity"]) > 1 - 1e-9
+    assert 0.5 < r2["r2_theta"] < 1 - 1e-3

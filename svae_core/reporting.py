@@ -40,7 +40,9 @@ def describe_device() -> dict[str, Any]:
     Returns:
         dict with ``platform`` (``"cpu"``, ``"gpu"``, ...), ``device_kind`` (e.g. ``"cpu"``,
         ``"NVIDIA H100 80GB HBM3"``), ``num_devices``, ``cpu_model`` (from /proc/cpuinfo),
-        ``cpu_count``, ``jax_version``, ``python_version`` and a one-line ``summary``.
+        ``cpu_count``, ``jax_version``, ``python_version``, ``xla_flags`` (the ``XLA_FLAGS``
+        environment variable, "" when unset) and a one-line ``summary`` (naming the flags
+        when set).
     """
     device = jax.devices()[0]
     info = {
@@ -56,7 +58,10 @@ def describe_device() -> dict[str, Any]:
         summary = f"CPU: {info['cpu_model']} ({info['cpu_count']} cores)"
     else:
         summary = f"{device.platform.upper()}: {device.device_kind} × {info['num_devices']}"
-    info["summary"] = f"{summary}; jax {jax.__version__}"
+    info["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    # Non-default compiler flags change timings; say so wherever a result names its device.
+    flags = f"; XLA_FLAGS={info['xla_flags']}" if info["xla_flags"] else ""
+    info["summary"] = f"{summary}; jax {jax.__version__}{flags}"
     return info
 
 

@@ -6,6 +6,11 @@ dynamax's sequential Kalman smoother, central finite differences, sample moments
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,6 +32,7 @@ from svae_core.inference import (
 )
 
 METHODS = ["sequential", "parallel"]
+FLOAT32_CHECKS = 5  # tests marked float32_accuracy in this module
 
 
 def problem(seed, T, dim, diagonal=False, missing=(), scale=1.0):
@@ -123,6 +129,7 @@ def test_missing_steps_contribute_exactly_nothing(method):
 # ---------------------------------------------------------------- sequential vs parallel
 
 
+@pytest.mark.float32_accuracy
 def test_sequential_and_parallel_agree_float32():
     T, dim = 300, 4
     p, J, h = problem(11, T, dim, missing=range(100, 160))
@@ -262,6 +269,7 @@ def test_gradients_match_finite_differences(method):
 
 
 @pytest.mark.slow
+@pytest.mark.float32_accuracy
 @pytest.mark.parametrize("method", METHODS)
 def test_float32_long_sequence_accuracy(method):
     """T = 1e4, |eig(A)| = 1 (a pure rotation), drift b ≠ 0, 500 missing steps: within 1e-4.
@@ -294,6 +302,7 @@ def test_float32_long_sequence_accuracy(method):
 
 
 @pytest.mark.slow
+@pytest.mark.float32_accuracy
 @pytest.mark.parametrize("method", METHODS)
 def test_float32_no_nan_at_1e5_steps(method):
     T, dim = 100_000, 3
@@ -396,3 +405,19 @@ def test_lds_log_prob_matches_dense_gaussian():
     with jax.enable_x64(True):
         ours = float(lds_log_prob(LDSPrior(**p), jnp.asarray(x)))
     np.testing.assert_allclose(ours, multivariate_normal(mu, S).logpdf(x.reshape(-1)), rtol=1e-10)
+
+
+def test_float32_promises_at_default_compiler_flags():
+    """The float32_accuracy tests, in a child pytest at XLA's default flags (conftest.py)."""
+    from conftest import fast_compile
+
+    if not fast_compile():
+        pytest.skip("this session runs the default flags: the checks ran in-process")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m",
+         "float32_accuracy", __file__],
+        cwd=Path(__file__).parent.parent, env={**os.environ, "XLA_FLAGS": ""},
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert f"{FLOAT32_CHECKS} passed" in proc.stdout, proc.stdout[-2000:]

@@ -90,13 +90,16 @@ def train_and_evaluate(
     if ssm is not None and y_test is not None:
         true_ll, null_ll = reference_log_likelihoods(ssm, np.asarray(y_test))
     device = describe_device()["summary"]
+    # One chunk size for both splits, so their evaluations share one compiled program (the
+    # estimates do not depend on it); 32 caps memory as evaluate_elbo's default does.
+    eval_batch = min(32, len(y_train), *([] if y_test is None else [len(y_test)]))
     records = []
     for i, (seed, lr) in enumerate(zip(seeds, lrs, strict=True)):
         params = jax.tree.map(lambda x, i=i: x[i], result.states.params)
         k_train, k_test = jax.random.split(jax.random.PRNGKey(seed + _EVAL_SEED_OFFSET))
         evaluate = lambda y, k, obs=None, params=params: evaluation.evaluate_elbo(
             model, params, y, k, num_samples=eval_samples, num_repeats=eval_repeats,
-            observed=obs)
+            observed=obs, batch_size=eval_batch)
         train_eval = evaluate(y_train, k_train, observed)
         rec = {
             "model": model_name, "seed": seed, "learning_rate": lr,

@@ -21,11 +21,12 @@ def test_train_on_generated_lds(tmp_path):
     out = tmp_path / "r.json"
     argv = ["train", "--model", "svae", "--data", "lds", "--latent-dim", "2", "--obs-dim", "3",
             "--num-train", "10", "--num-test", "4", "--num-timesteps", "30", "--out", str(out),
-            "--lr-decay-start", "10", "--lr-decay-steps", "10"]
-    assert main(argv + TINY) == 0
+            "--lr-decay-start", "10", "--lr-decay-steps", "10", "--smoother", "sequential"]
+    assert main(argv + TINY) == 0  # the npz test below runs the default (parallel) smoother
     res = json.loads(out.read_text())
     assert KEYS <= set(res)
     assert res["config"]["model"] == "svae"
+    assert res["config"]["model_config"]["smoother"] == "sequential"
     decay = {k: res["config"]["train_config"][k] for k in ("lr_decay_start", "lr_decay_steps")}
     assert decay == {"lr_decay_start": 10, "lr_decay_steps": 10}
     sizes = {k: res["config"][k] for k in ("num_train", "num_test", "num_timesteps")}

@@ -122,6 +122,9 @@ def _per_sequence_flags(flags, name, S, T):
     return flags.astype(bool)
 
 
+EVAL_BATCH_SIZE = 32  # sequences per compiled evaluation call: bounds memory
+
+
 def evaluate_elbo(
     model,
     params,
@@ -130,7 +133,7 @@ def evaluate_elbo(
     num_samples: int = 16,
     num_repeats: int = 4,
     mask=None,
-    batch_size: int = 32,
+    batch_size: int = EVAL_BATCH_SIZE,
     observed=None,
 ) -> ELBOEstimate:
     """Estimate the held-out ELBO of every sequence, with a Monte Carlo standard error.

@@ -91,8 +91,9 @@ def train_and_evaluate(
         true_ll, null_ll = reference_log_likelihoods(ssm, np.asarray(y_test))
     device = describe_device()["summary"]
     # One chunk size for both splits, so their evaluations share one compiled program (the
-    # estimates do not depend on it); 32 caps memory as evaluate_elbo's default does.
-    eval_batch = min(32, len(y_train), *([] if y_test is None else [len(y_test)]))
+    # estimates do not depend on it).
+    eval_batch = min(evaluation.EVAL_BATCH_SIZE, len(y_train),
+                     *([] if y_test is None else [len(y_test)]))
     records = []
     for i, (seed, lr) in enumerate(zip(seeds, lrs, strict=True)):
         params = jax.tree.map(lambda x, i=i: x[i], result.states.params)

@@ -189,6 +189,10 @@ def test_pendulum_report_markdown_names_the_run_and_adds_the_ablation_when_prese
     assert "friction" not in text
     report["config"] = {**cfg, "friction": 0.1}
     assert "7 test sequences, friction 0.1 s⁻¹, 200 forecast" in pendulum.report_markdown(report)
+    assert "initialised" not in text
+    report["config"] = {**cfg, "dynamics_init": "rotation"}
+    assert "123 steps, lr 0.003, A initialised as rotation, 100 training" in \
+        pendulum.report_markdown(report)
 
 
 def test_pendulum_amplitude_markdown_has_one_row_per_data_set_with_its_thirds():
@@ -229,12 +233,21 @@ def test_pendulum_seeds_table_applies_both_selection_rules():
     assert len(lines) == 3  # header, rule, only the multi-seed run
     # kept: seed 1 (best training ELBO); top 5 by test ELBO leave out seed 1 (0.70):
     # velocity mean of seeds 5, 2, 3, 4, 0 = (0.9 + 0.3 + 0.4 + 0.5 + 0.1) / 5 = 0.44
-    assert lines[2].startswith("| 3 | SVAE | 6 | seed 1: 0.200 | 0.900 / 0.440 | seed 5: ")
+    assert lines[2].startswith("| 3 | SVAE | 6 | seed 1: 0.200 | — | 0.900 / 0.440 | seed 5: ")
     assert lines[2].endswith("seed 1: 0.7000, 0.900, 0.200 |")
     # with R² θ recorded, it follows the angle's: (0.5 + 0.2 + 0.3 + 0.4 + 0.0) / 5 = 0.28
     with_theta = [{**r, "r2_theta": r["seed"] / 10} for r in rows]
     line = pendulum.seeds_table([{**multi, "per_seed": with_theta}]).splitlines()[2]
     assert "| 0.900 (θ 0.280) / 0.440 |" in line and line.endswith("0.900 (θ 0.100), 0.200 |")
+    # with training predictive LLs recorded: the seed they pick (seed 3) gets its own column,
+    # and the rule the report kept by names the kept column
+    with_pll = [{**r, "train_predictive_ll": 0.5 - abs(r["seed"] - 3) / 10} for r in rows]
+    text = pendulum.seeds_table([{**multi, "seed": 3, "per_seed": with_pll}],
+                                rule="train_predictive_ll")
+    assert "| kept (best train pred. LL): R² velocity |" in text.splitlines()[0]
+    line = text.splitlines()[2]
+    assert line.startswith("| 3 | SVAE | 6 | seed 3: 0.400 | seed 3: 0.900 / 0.400 | 0.900 /")
+    assert line.endswith("seed 1: 0.7000, 0.900, 0.200, 0.3000 |")
 
 
 def test_pendulum_decodability_scores_theta_and_its_sin_cos_against_the_true_states(
@@ -263,3 +276,18 @@ def test_pendulum_decodability_scores_theta_and_its_sin_cos_against_the_true_sta
     r2 = decodability(lambda d: np.stack([np.sin(d.angle), np.cos(d.angle), d.velocity], -1))
     assert min(r2["r2_sin"], r2["r2_cos"], r2["r2_velocity"]) > 1 - 1e-9
     assert 0.5 < r2["r2_theta"] < 1 - 1e-3
+
+
+def test_pendulum_selection_rules_keep_the_seed_their_training_quantity_ranks_first():
+    from svae_core.experiments import pendulum
+    from svae_core.experiments.runs import TrainedRuns
+
+    records = [{"seed": s, "train_elbo": e} for s, e in [(0, 0.80), (1, 0.83), (2, 0.79)]]
+    runs = TrainedRuns(None, {"w": np.arange(3.0)}, records)
+    rows = [{"seed": s, "train_predictive_ll": p} for s, p in [(0, 0.4), (1, 0.2), (2, 0.6)]]
+    params, best = pendulum._best(runs, rows, "train_elbo")
+    assert best["seed"] == 1 and float(params["w"]) == 1.0
+    params, best = pendulum._best(runs, rows, "train_predictive_ll")
+    assert best["seed"] == 2 and float(params["w"]) == 2.0
+    with pytest.raises(ValueError, match="select"):
+        pendulum.PendulumConfig(select="test_elbo")

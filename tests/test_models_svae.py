@@ -65,3 +65,21 @@ def test_bad_sequence_shapes():
         model.apply(params, y, jnp.ones(9, bool), jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="unknown model"):
         build_model("transformer", ModelConfig(3, 5))
+
+
+def test_dynamics_init_choices():
+    """"decay" starts A near 0.95·I; "rotation" starts it at 0.99 times an orthogonal matrix
+    with a nonzero rotation angle; both reach every model family; other names are refused."""
+    y, mask, key = jnp.zeros((6, 4)), jnp.ones(6, bool), jax.random.PRNGKey(0)
+    for name in ("svae", "rnn_mf", "rnn_ar_nl"):
+        A = {}
+        for init in ("decay", "rotation"):
+            model = build_model(name, ModelConfig(3, 4, dynamics_init=init))
+            params = model.init(key, y, mask, key)
+            A[init] = np.asarray(model.apply(params, method=lambda m: m.prior()).A)
+        np.testing.assert_allclose(A["decay"], 0.95 * np.eye(3), atol=0.05)
+        np.testing.assert_allclose(A["rotation"].T @ A["rotation"], 0.99**2 * np.eye(3),
+                                   atol=1e-5)
+        assert np.abs(np.angle(np.linalg.eigvals(A["rotation"]))).max() > 1e-2
+    with pytest.raises(ValueError, match="dynamics_init"):
+        ModelConfig(3, 4, dynamics_init="random")

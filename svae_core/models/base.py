@@ -45,6 +45,8 @@ import jax.numpy as jnp
 from svae_core.inference import LDSPrior
 from svae_core.networks import FrameDecoder, FrameEncoder
 
+DYNAMICS_INITS = ("decay", "rotation")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -60,6 +62,10 @@ class ModelConfig:
     frame_channels: conv widths of the per-frame CNN trunk (its stride-2 layers; the decoder
     mirrors them), frame_features: F, the trunk's output per frame (see
     :mod:`svae_core.networks`). decoder_hidden then sets the decoder's MLP before its grid.
+
+    dynamics_init: the prior's initial A, "decay" (0.95·I plus 0.01-scale noise: every latent
+    direction starts as a slowly decaying constant) or "rotation" (0.99·expm(S), S a random
+    skew-symmetric matrix with N(0, 0.1²) entries: the latent starts as slow oscillators).
     """
 
     latent_dim: int
@@ -76,6 +82,7 @@ class ModelConfig:
     frame_shape: tuple[int, int] | None = None
     frame_channels: tuple[int, ...] = (16, 32)
     frame_features: int = 64
+    dynamics_init: str = "decay"
 
     def __post_init__(self):
         if self.latent_dim < 1 or self.obs_dim < 1:
@@ -84,6 +91,9 @@ class ModelConfig:
             )
         if self.potential not in ("diagonal", "dense"):
             raise ValueError(f"potential must be 'diagonal' or 'dense', got {self.potential!r}")
+        if self.dynamics_init not in DYNAMICS_INITS:
+            raise ValueError(f"dynamics_init must be one of {DYNAMICS_INITS}, "
+                             f"got {self.dynamics_init!r}")
         if self.smoother not in ("parallel", "sequential"):
             raise ValueError(f"smoother must be 'parallel' or 'sequential', got {self.smoother!r}")
         if self.frame_shape is not None:
@@ -129,10 +139,26 @@ def contract_spectral_norm(W):
     return W / jnp.maximum(1.0, jnp.linalg.norm(W, ord=2))
 
 
+def _init_dynamics(kind, scale):
+    """Initialiser of A_raw (see ModelConfig.dynamics_init)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        noise = jax.random.normal(key, shape, dtype)
+        if kind == "decay":
+            return scale * jnp.eye(shape[0], dtype=dtype) + 0.01 * noise
+        skew = 0.1 * (jnp.triu(noise, 1) - jnp.triu(noise, 1).T)
+        return 0.99 * jax.scipy.linalg.expm(skew)  # orthogonal: ‖A‖₂ = 0.99
+
+    return init
+
+
 class LearnedLDSPrior(nn.Module):
-    """The LDS prior with learned (m1, Q1, A, b, Q); Q1, Q positive definite, ‖A‖₂ ≤ 1."""
+    """The LDS prior with learned (m1, Q1, A, b, Q); Q1, Q positive definite, ‖A‖₂ ≤ 1.
+    dynamics_init: "decay" or "rotation" (see :class:`ModelConfig`); init_dynamics_scale is
+    the decay's factor."""
 
     latent_dim: int
+    dynamics_init: str = "decay"
     init_dynamics_scale: float = 0.95
     init_noise_var: float = 0.1
 
@@ -141,12 +167,8 @@ class LearnedLDSPrior(nn.Module):
         D = self.latent_dim
         m1 = self.param("m1", nn.initializers.zeros, (D,))
         Q1 = psd_from_raw(self.param("Q1_raw", _raw_for_scaled_identity(1.0), (D, D)))
-        A_raw = self.param(
-            "A_raw",
-            lambda key, shape: self.init_dynamics_scale * jnp.eye(D)
-            + 0.01 * jax.random.normal(key, shape),
-            (D, D),
-        )
+        A_raw = self.param("A_raw", _init_dynamics(self.dynamics_init,
+                                                   self.init_dynamics_scale), (D, D))
         b = self.param("b", nn.initializers.zeros, (D,))
         Q = psd_from_raw(self.param("Q_raw", _raw_for_scaled_identity(self.init_noise_var),
                                     (D, D)))

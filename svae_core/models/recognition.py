@@ -251,7 +251,7 @@ class LinearGaussianBaseline(MonteCarloBaseline):
         raise NotImplementedError
 
     def setup(self):
-        self.prior = LearnedLDSPrior(self.config.latent_dim)
+        self.prior = LearnedLDSPrior(self.config.latent_dim, self.config.dynamics_init)
         self.decoder = make_decoder(self.config)
         self.frame_encoder = make_frame_encoder(self.config)
         self.encoder = self.make_encoder()

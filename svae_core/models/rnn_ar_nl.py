@@ -59,7 +59,7 @@ class RNNARNL(MonteCarloBaseline):
 
     def setup(self):
         c = self.config
-        self.prior = LearnedLDSPrior(c.latent_dim)
+        self.prior = LearnedLDSPrior(c.latent_dim, c.dynamics_init)
         self.decoder = make_decoder(c)
         self.frame_encoder = make_frame_encoder(c)
         self.encoder = BiGRUEncoder(c.rnn_hidden)

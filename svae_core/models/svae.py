@@ -67,7 +67,7 @@ class SVAE(SequenceModel):
     CNN trunk) when config.frame_shape is set."""
 
     def setup(self):
-        self.prior = LearnedLDSPrior(self.config.latent_dim)
+        self.prior = LearnedLDSPrior(self.config.latent_dim, self.config.dynamics_init)
         self.encoder = PotentialEncoder(self.config)
         self.decoder = make_decoder(self.config)
         self.frame_encoder = make_frame_encoder(self.config)

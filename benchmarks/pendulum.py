@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from svae_core.experiments import pendulum
-from svae_core.models import MODELS
+from svae_core.models import DYNAMICS_INITS, MODELS
 
 HERE = Path(__file__).parent
 
@@ -40,7 +40,7 @@ def main(argv=None):
     ap.add_argument("--num-test", type=int, default=40)
     ap.add_argument("--friction", type=float, default=0.0,
                     help="γ in s⁻¹ of the rendered swings (default 0: frictionless)")
-    ap.add_argument("--dynamics-init", default="decay", choices=["decay", "rotation"],
+    ap.add_argument("--dynamics-init", default="decay", choices=DYNAMICS_INITS,
                     help="the prior's initial A (see ModelConfig.dynamics_init)")
     ap.add_argument("--select", default="train_elbo", choices=pendulum.SELECTION_RULES,
                     help="which seed is kept: best training ELBO or best predictive "

@@ -5,6 +5,7 @@ image observations (``ModelConfig.frame_shape``) and forecasting (:class:`Sequen
 """
 
 from svae_core.models.base import (
+    DYNAMICS_INITS,
     ELBOTerms,
     ModelConfig,
     SequenceModel,
@@ -31,5 +32,5 @@ def build_model(name: str, config: ModelConfig):
 
 
 __all__ = ["CNNARL", "RNNARL", "RNNARNL", "RNNMF", "SVAE", "BaselinePosterior", "ELBOTerms",
-           "MODELS", "ModelConfig", "SequenceModel", "build_model", "effective_sample_size",
-           "log_mean_exp", "rollout_prior"]
+           "DYNAMICS_INITS", "MODELS", "ModelConfig", "SequenceModel", "build_model",
+           "effective_sample_size", "log_mean_exp", "rollout_prior"]

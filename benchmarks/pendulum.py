@@ -3,6 +3,10 @@ linear decodability, predictive log-likelihood and the masking ablation, on our 
 
     .venv/bin/python benchmarks/pendulum.py --steps 8000 --models svae rnn_ar_l \
         [--latent-dims 3] [--no-mask-models svae] [--num-test 40] [--seeds 0 1 2 3 4]
+    .venv/bin/python benchmarks/pendulum.py --merge a.json b.json --out ab.json
+
+``--merge`` joins reports that trained disjoint seeds of the same configuration into one
+(:func:`svae_core.experiments.pendulum.merge_reports`), so more seeds can be run in parts.
 
 Each (model, D, masking) run is :func:`svae_core.experiments.pendulum.run_cell`, cached as JSON
 in ``--cache-dir`` (large: it holds the forecast frames; not committed). The metrics of every
@@ -47,7 +51,18 @@ def main(argv=None):
                          "log-likelihood on training sequences")
     ap.add_argument("--cache-dir", type=Path, default=HERE / "results" / "pendulum_cache")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "pendulum.json")
+    ap.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                    help="join these reports (disjoint seeds, same configuration) instead of "
+                         "training")
     args = ap.parse_args(argv)
+    if args.merge:
+        try:
+            report = pendulum.merge_reports([json.loads(p.read_text()) for p in args.merge])
+        except (OSError, ValueError) as e:
+            ap.error(str(e))
+        print(pendulum.report_markdown(report, args.out.name))
+        write(args.out, report)
+        return
 
     config = pendulum.PendulumConfig(steps=args.steps, learning_rate=args.lr,
                                      seeds=tuple(args.seeds),
@@ -71,11 +86,14 @@ def main(argv=None):
     keep = lambda cells: [{k: c[k] for k in ("model", "latent_dim", *pendulum.METRICS,
                                              "device", "seed", "per_seed") if k in c}
                           for c in cells]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "config": dataclasses.asdict(config), "masked": keep(masked),
-        "unmasked": keep(unmasked), "paper_table2": pendulum.PAPER_TABLE2}, indent=2))
-    print(f"\nwrote {args.out}")
+    write(args.out, {"config": dataclasses.asdict(config), "masked": keep(masked),
+                     "unmasked": keep(unmasked), "paper_table2": pendulum.PAPER_TABLE2})
+
+
+def write(path, report):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

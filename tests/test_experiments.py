@@ -291,3 +291,34 @@ def test_pendulum_selection_rules_keep_the_seed_their_training_quantity_ranks_fi
     assert best["seed"] == 2 and float(params["w"]) == 2.0
     with pytest.raises(ValueError, match="select"):
         pendulum.PendulumConfig(select="test_elbo")
+
+
+def test_pendulum_merge_reports_joins_seeds_and_keeps_the_best_by_the_rule():
+    from svae_core.experiments import pendulum
+
+    def report(seeds, plls, select="train_predictive_ll", **config):
+        rows = [{"seed": s, "train_elbo": 0.9 - p, "train_predictive_ll": p}
+                for s, p in zip(seeds, plls, strict=True)]
+        kept = max(rows, key=lambda r: r[select])["seed"]
+        cell = {"model": "svae", "latent_dim": 3, "seed": kept, "per_seed": rows,
+                "r2_velocity": kept / 10}
+        return {"config": {"seeds": seeds, "steps": 30, "select": select, **config},
+                "masked": [cell], "unmasked": [], "paper_table2": {}}
+
+    a, b = report([0, 1], [0.50, 0.55]), report([5, 6], [0.58, 0.52])
+    merged = pendulum.merge_reports([a, b])
+    (cell,) = merged["masked"]
+    assert merged["config"]["seeds"] == [0, 1, 5, 6] and merged["config"]["steps"] == 30
+    assert cell["seed"] == 5 and cell["r2_velocity"] == 0.5  # the kept cell is seed 5's run
+    assert [r["seed"] for r in cell["per_seed"]] == [0, 1, 5, 6]
+    # by training ELBO (0.9 - pll) seed 0 of the first report wins instead
+    a, b = report([0, 1], [0.50, 0.55], "train_elbo"), report([5, 6], [0.58, 0.52], "train_elbo")
+    assert pendulum.merge_reports([a, b])["masked"][0]["seed"] == 0
+    with pytest.raises(ValueError, match=r"config fields \['steps'\]"):
+        pendulum.merge_reports([a, {**b, "config": {**b["config"], "steps": 40}}])
+    with pytest.raises(ValueError, match="seeds repeat"):
+        pendulum.merge_reports([a, a])
+    with pytest.raises(ValueError, match="same masked cells"):
+        pendulum.merge_reports([a, {**b, "masked": []}])
+    with pytest.raises(ValueError, match="at least two"):
+        pendulum.merge_reports([a])

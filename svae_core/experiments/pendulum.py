@@ -375,6 +375,46 @@ def run_cells(models, latent_dims, config: PendulumConfig, cache_dir=None) -> li
     return cells
 
 
+def merge_reports(reports: list[dict]) -> dict:
+    """One report from several ``benchmarks/pendulum.py`` reports (their JSON, loaded) that
+    trained disjoint seeds under the same configuration otherwise, as if the seeds had been
+    trained in one program: every (masking, model, D) cell's ``per_seed`` rows are joined and
+    the cell kept is the one whose kept seed ranks first by the reports' ``select`` rule (each
+    report's kept seed is its best by that rule, so the best of those is the best of all).
+    Seeds are independent runs; only their summation order and the Monte Carlo keys of the
+    training predictive LL (drawn from each report's first seed) differ from a single program.
+
+    Raises ValueError when the configurations differ beyond ``seeds``, seeds repeat, or the
+    reports do not hold the same cells."""
+    if len(reports) < 2:
+        raise ValueError("merge_reports needs at least two reports")
+    base = {k: v for k, v in reports[0]["config"].items() if k != "seeds"}
+    for r in reports[1:]:
+        other = {k: v for k, v in r["config"].items() if k != "seeds"}
+        if other != base:
+            diff = sorted(k for k in base.keys() | other.keys() if base.get(k) != other.get(k))
+            raise ValueError(f"reports differ in config fields {diff}; only seeds may differ")
+    seeds = [s for r in reports for s in r["config"]["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds repeat across the reports: {seeds}")
+    key = base.get("select", "train_elbo")  # each rule is named after its per-seed key
+    merged = {**reports[0], "config": {**reports[0]["config"], "seeds": sorted(seeds)}}
+    for part in ("masked", "unmasked"):
+        cells = {}
+        for r in reports:
+            for c in r[part]:
+                cells.setdefault((c["model"], c["latent_dim"]), []).append(c)
+        if any(len(v) != len(reports) for v in cells.values()):
+            raise ValueError(f"the reports do not hold the same {part} cells")
+        joined = []
+        for group in cells.values():
+            kept_row = lambda c: next(r for r in c["per_seed"] if r["seed"] == c["seed"])
+            best = max(group, key=lambda c: kept_row(c)[key])
+            joined.append({**best, "per_seed": [r for c in group for r in c["per_seed"]]})
+        merged[part] = joined
+    return merged
+
+
 def _r2(row, key):
     """A stored R² to 3 decimals, or "—" for results written before the metric existed."""
     return f"{row[key]:.3f}" if key in row else "—"

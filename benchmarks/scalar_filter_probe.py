@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from svae_core.experiments.timing import time_compiled
 from svae_core.inference import GaussianPotentials, LDSPrior, lds_filter
 from svae_core.reporting import describe_device
 
@@ -76,16 +75,6 @@ def scalar_filter_log_normalizer(prior: LDSPrior, J, h):
     return lax.scan(step, init, xs)[1].sum()
 
 
-def _median_ms(fn, args, repeats):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--T", type=int, default=1000)
@@ -109,9 +98,10 @@ def main(argv=None):
     print("|---|---|---|---|")
     for name, fn in variants.items():
         cells = []
-        for f in (jax.jit(fn), jax.jit(jax.grad(fn, argnums=(0, 1)))):
-            kernels = len(re.findall(r"= \S+ fusion\(", f.lower(J, h).compile().as_text()))
-            cells.append(f"{_median_ms(f, (J, h), args.repeats):.2f} [{kernels}]")
+        for f in (fn, jax.grad(fn, argnums=(0, 1))):
+            hlo = jax.jit(f).lower(J, h).compile().as_text()
+            kernels = len(re.findall(r"= \S+ fusion\(", hlo))
+            cells.append(f"{time_compiled(f, (J, h), args.repeats)[0]:.2f} [{kernels}]")
         print(f"| {name} | {float(jax.jit(fn)(J, h)):.3f} | {cells[0]} | {cells[1]} |")
 
 

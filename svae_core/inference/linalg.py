@@ -104,17 +104,24 @@ def cholesky(M):
     dim = M.shape[-1]
     if dim > SMALL_DIM:
         return jnp.linalg.cholesky(M)
-    L = [[None] * dim for _ in range(dim)]
-    for j in range(dim):
-        diag = M[j, j] - sum((L[j][k] ** 2 for k in range(j)), jnp.zeros((), M.dtype))
-        L[j][j] = jnp.sqrt(diag)
-        inv_diag = 1.0 / L[j][j]
-        for i in range(j + 1, dim):
-            off = M[i, j] - sum((L[i][k] * L[j][k] for k in range(j)), jnp.zeros((), M.dtype))
-            L[i][j] = off * inv_diag
     zero = jnp.zeros((), M.dtype)
-    return jnp.stack([jnp.stack([L[i][j] if j <= i else zero for j in range(dim)])
+    L = cholesky_entries(lambda i, j: M[i, j], dim, zero)
+    return jnp.stack([jnp.stack([L[i, j] if j <= i else zero for j in range(dim)])
                       for i in range(dim)])
+
+
+def cholesky_entries(entry, dim, zero=0.0):
+    """The Cholesky–Banachiewicz recursion entry by entry: {(i, j): L_ij for i ≥ j} with
+    L Lᵀ = M, where ``entry(i, j)`` returns M_ij (i ≥ j) as a scalar or a batch of scalars.
+    ``zero`` starts the sums (pass a typed zero to keep the dtype)."""
+    L = {}
+    for j in range(dim):
+        L[j, j] = jnp.sqrt(entry(j, j) - sum((L[j, k] ** 2 for k in range(j)), zero))
+        inv_diag = 1.0 / L[j, j]
+        for i in range(j + 1, dim):
+            off = entry(i, j) - sum((L[i, k] * L[j, k] for k in range(j)), zero)
+            L[i, j] = off * inv_diag
+    return L
 
 
 def inv(M):
@@ -148,6 +155,7 @@ def condition_on_potential(mean, cov, J, h):
 __all__ = [
     "SMALL_DIM",
     "cholesky",
+    "cholesky_entries",
     "condition_on_potential",
     "inv",
     "inv_and_logabsdet",

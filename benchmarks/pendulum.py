@@ -42,6 +42,9 @@ def main(argv=None):
                     help="step where a cosine decay of the rate begins (0: constant rate)")
     ap.add_argument("--lr-decay-steps", type=int, default=1000)
     ap.add_argument("--num-test", type=int, default=40)
+    ap.add_argument("--mask-fraction", type=float, default=0.4,
+                    help="longest hidden block of a masked run, as a fraction of the sequence "
+                         "(0.4: the paper's)")
     ap.add_argument("--friction", type=float, default=0.0,
                     help="γ in s⁻¹ of the rendered swings (default 0: frictionless)")
     ap.add_argument("--dynamics-init", default="decay", choices=DYNAMICS_INITS,
@@ -68,7 +71,7 @@ def main(argv=None):
                                      seeds=tuple(args.seeds),
                                      lr_decay_start=args.lr_decay_start,
                                      lr_decay_steps=args.lr_decay_steps,
-                                     friction=args.friction,
+                                     friction=args.friction, mask_fraction=args.mask_fraction,
                                      dynamics_init=args.dynamics_init, select=args.select,
                                      num_test=args.num_test, num_pll_sequences=args.num_test)
     unmasked_config = dataclasses.replace(config, mask_fraction=0.0)

@@ -193,6 +193,10 @@ def test_pendulum_report_markdown_names_the_run_and_adds_the_ablation_when_prese
     report["config"] = {**cfg, "dynamics_init": "rotation"}
     assert "123 steps, lr 0.003, A initialised as rotation, 100 training" in \
         pendulum.report_markdown(report)
+    assert "masked block" not in text
+    report["config"] = {**cfg, "mask_fraction": 0.6}
+    assert "123 steps, lr 0.003, longest masked block 0.6 of a sequence, 100 training" in \
+        pendulum.report_markdown(report)
 
 
 def test_pendulum_amplitude_markdown_has_one_row_per_data_set_with_its_thirds():

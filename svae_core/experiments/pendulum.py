@@ -499,6 +499,8 @@ def report_markdown(report: dict, name: str = "report") -> str:
     devices = sorted({c["device"] for c in report["masked"] + report["unmasked"]})
     rate = f"lr {cfg['learning_rate']}"
     data = f", friction {cfg['friction']:g} s⁻¹" if cfg.get("friction") else ""
+    if cfg.get("mask_fraction", 0.4) != 0.4:  # the paper's; say so only when it differs
+        rate += f", longest masked block {cfg['mask_fraction']:g} of a sequence"
     if cfg.get("dynamics_init", "decay") != "decay":
         rate += f", A initialised as {cfg['dynamics_init']}"
     if cfg.get("lr_decay_start"):

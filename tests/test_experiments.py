@@ -199,6 +199,33 @@ def test_pendulum_report_markdown_names_the_run_and_adds_the_ablation_when_prese
         pendulum.report_markdown(report)
 
 
+def test_pendulum_joint_decoding_table_counts_seeds_across_reports():
+    from svae_core.experiments import pendulum
+
+    seed = lambda i, angle, vel: {"seed": i, "r2_angle": angle, "r2_velocity": vel}
+    svae = {"model": "svae", "latent_dim": 3, "r2_angle": 0.97, "r2_velocity": 0.1,
+            "per_seed": [seed(0, 0.97, 0.1), seed(1, 0.8, 0.95)]}
+    reports = {
+        "a.json": {"masked": [svae, {"model": "svae", "latent_dim": 5, "r2_angle": 0.99,
+                                     "r2_velocity": 0.99}], "unmasked": []},
+        # an old report: one run, no per_seed rows; it counts as one seed
+        "b.json": {"masked": [{"model": "svae", "latent_dim": 3, "r2_angle": 0.91,
+                               "r2_velocity": 0.92},
+                              {"model": "rnn_ar_l", "latent_dim": 3, "r2_angle": 0.95,
+                               "r2_velocity": 0.6}],
+                   "unmasked": [{"model": "svae", "latent_dim": 3, "r2_angle": 0.99,
+                                 "r2_velocity": 0.99}]},
+    }
+    lines = pendulum.joint_decoding_table(reports).splitlines()
+    assert "≥ 0.9" in lines[0] and len(lines) == 4  # the D = 5 and unmasked runs are left out
+    assert lines[2] == "| SVAE | 3 | 1 | 0.910 / 0.920 (`b.json`) |"
+    assert lines[3] == "| RNN-AR-L | 1 | 0 | 0.950 / 0.600 (`b.json`) |"
+    assert "| SVAE | 3 | 0 |" in pendulum.joint_decoding_table(reports, threshold=0.95)
+    only_a = pendulum.joint_decoding_table({"a.json": reports["a.json"]}).splitlines()
+    assert only_a[2:] == ["| SVAE | 2 | 0 | 0.800 / 0.950 (`a.json`, seed 1) |"]
+    assert pendulum.joint_decoding_table(reports, latent_dim=2) == ""
+
+
 def test_pendulum_amplitude_markdown_has_one_row_per_data_set_with_its_thirds():
     from svae_core.experiments import pendulum
 

@@ -490,6 +490,32 @@ def seeds_table(cells, top: int = 5, rule: str = "train_elbo") -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def joint_decoding_table(reports: dict, latent_dim: int = 3, threshold: float = 0.9) -> str:
+    """Markdown: across several ``benchmarks/pendulum.py`` reports ({name: report}, loaded),
+    per model, how many masked seeds at ``latent_dim`` were trained, how many decode both the
+    angle (sin θ, cos θ) and the velocity with R² ≥ ``threshold``, and the seed whose smaller
+    of the two R² is largest (its report and seed). Seeds are the runs' ``per_seed`` rows, or
+    the run itself when it has none (reports written before seeds were recorded)."""
+    seeds = {m: [] for m in MODEL_LABELS}
+    for name, report in reports.items():
+        for c in report["masked"]:
+            if c["latent_dim"] == latent_dim:
+                seeds[c["model"]] += [(name, r) for r in c.get("per_seed") or [c]]
+    lines = [f"| model | seeds (D = {latent_dim}, masked) | R² angle and velocity both ≥ "
+             f"{threshold:g} | best seed by the smaller R²: angle / velocity |",
+             "|---|---|---|---|"]
+    for model, rows in seeds.items():
+        if not rows:
+            continue
+        both = lambda r: min(r["r2_angle"], r["r2_velocity"])
+        name, best = max(rows, key=lambda nr: both(nr[1]))
+        where = f"`{name}`" + (f", seed {best['seed']}" if "seed" in best else "")
+        lines.append(f"| {MODEL_LABELS[model]} | {len(rows)} | "
+                     f"{sum(both(r) >= threshold for _, r in rows)} | "
+                     f"{best['r2_angle']:.3f} / {best['r2_velocity']:.3f} ({where}) |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def report_markdown(report: dict, name: str = "report") -> str:
     """Markdown for a ``benchmarks/pendulum.py`` report (its JSON, loaded): a heading naming
     the training length and devices, :func:`results_table` of the masked runs, then

@@ -504,10 +504,10 @@ def joint_decoding_table(reports: dict, latent_dim: int = 3, threshold: float = 
     lines = [f"| model | seeds (D = {latent_dim}, masked) | R² angle and velocity both ≥ "
              f"{threshold:g} | best seed by the smaller R²: angle / velocity |",
              "|---|---|---|---|"]
+    both = lambda r: min(r["r2_angle"], r["r2_velocity"])
     for model, rows in seeds.items():
         if not rows:
             continue
-        both = lambda r: min(r["r2_angle"], r["r2_velocity"])
         name, best = max(rows, key=lambda nr: both(nr[1]))
         where = f"`{name}`" + (f", seed {best['seed']}" if "seed" in best else "")
         lines.append(f"| {MODEL_LABELS[model]} | {len(rows)} | "
@@ -525,7 +525,7 @@ def report_markdown(report: dict, name: str = "report") -> str:
     devices = sorted({c["device"] for c in report["masked"] + report["unmasked"]})
     rate = f"lr {cfg['learning_rate']}"
     data = f", friction {cfg['friction']:g} s⁻¹" if cfg.get("friction") else ""
-    if cfg.get("mask_fraction", 0.4) != 0.4:  # the paper's; say so only when it differs
+    if cfg.get("mask_fraction", PendulumConfig.mask_fraction) != PendulumConfig.mask_fraction:
         rate += f", longest masked block {cfg['mask_fraction']:g} of a sequence"
     if cfg.get("dynamics_init", "decay") != "decay":
         rate += f", A initialised as {cfg['dynamics_init']}"

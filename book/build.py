@@ -8,8 +8,10 @@ Chapters are the notebooks ``notebooks/<name>.ipynb``; each must be listed in ``
 as ``_executed/<name>`` and vice versa. Each is executed with the parameters ``profile`` and
 ``output_dir`` into ``book/_executed/<name>.ipynb`` (the chapter writes
 ``book/_executed/<name>.json`` there too). A chapter is skipped when its notebook, the
-profile, the ``svae_core`` sources and the JAX/Python versions all hash the same as at its
-last successful run (``book/_executed/<name>.hash``); ``--force`` re-executes anyway.
+profile, the ``svae_core`` sources, the JAX/Python versions and the committed result files it
+declares (notebook metadata ``svae.results``: globs under the repository root) all hash the
+same as at its last successful run (``book/_executed/<name>.hash``); ``--force`` re-executes
+anyway.
 
 Then a fresh ``jupyter-book build`` runs on ``book/`` with the top-level ``_config.yml`` and
 ``book/_toc.yml``, with warnings as errors, writing ``_build/html`` at the repository root and
@@ -125,11 +127,27 @@ def discover_chapters(notebooks_dir: Path | None = None, toc_path: Path | None =
     return in_toc
 
 
-def chapter_hash(source: Path, profile: str, library: Path | None = None) -> str:
-    """sha256 over the notebook, the profile, every svae_core source file and the versions."""
+def declared_results(source: Path, root: Path | None = None) -> list[Path]:
+    """The committed result files a chapter reads: the globs (relative to the repository
+    root) listed in its notebook's metadata under ``svae.results``, expanded and sorted."""
+    root = ROOT if root is None else root
+    try:
+        metadata = json.loads(source.read_text(encoding="utf-8")).get("metadata", {})
+    except ValueError:
+        return []
+    patterns = metadata.get("svae", {}).get("results", [])
+    return sorted({p for pattern in patterns for p in root.glob(pattern) if p.is_file()})
+
+
+def chapter_hash(source: Path, profile: str, library: Path | None = None,
+                 root: Path | None = None) -> str:
+    """sha256 over the notebook, the profile, every svae_core source file, the versions and
+    the result files the chapter declares (:func:`declared_results`), so a new committed
+    result re-executes the chapter that renders it."""
     import jax
 
     library = LIBRARY if library is None else library
+    root = ROOT if root is None else root
     digest = hashlib.sha256()
 
     def add(label: str, data: bytes):
@@ -140,6 +158,8 @@ def chapter_hash(source: Path, profile: str, library: Path | None = None) -> str
     add("versions", f"{platform.python_version()} jax {jax.__version__}".encode())
     for path in sorted(library.rglob("*.py")):
         add(str(path.relative_to(library)), path.read_bytes())
+    for path in declared_results(source, root):
+        add("result " + str(path.relative_to(root)), path.read_bytes())
     return digest.hexdigest()
 
 

@@ -59,33 +59,55 @@ def test_run_cell_trains_audits_and_is_reused_from_cache(tmp_path, monkeypatch):
     assert len(list(tmp_path.glob("*.json"))) == 1
 
 
-def test_gap_table_orders_settings_and_flags_a_losing_svae():
+def test_settings_are_ordered_as_the_paper_and_a_losing_svae_is_flagged():
     cells = [_cell("D3_N5_q0.01_r10", "svae", -1.1), _cell("D3_N5_q0.01_r10", "rnn_mf", -1.5),
              _cell("D3_N5_q0.1_r0.1", "svae", -1.6), _cell("D3_N5_q0.1_r0.1", "rnn_mf", -1.2)]
-    lines = lds_grid.gap_table(cells).splitlines()
-    assert lines[2].startswith("| D3_N5_q0.1_r0.1") and lines[3].startswith("| D3_N5_q0.01_r10")
-    assert "40.0%" in lines[2] and "80.0%" in lines[2] and lines[2].endswith("**no** |")
-    assert "90.0%" in lines[3] and lines[3].endswith("yes |")
+    rows = lds_grid._by_setting(cells)
+    assert list(rows) == ["D3_N5_q0.1_r0.1", "D3_N5_q0.01_r10"]
+    assert lds_grid.svae_is_best(rows["D3_N5_q0.1_r0.1"]) is False
+    assert lds_grid.svae_is_best(rows["D3_N5_q0.01_r10"]) is True
     # within two standard errors counts as a tie, not a loss
     tie = [_cell("D3_N5_q0.1_r0.1", "svae", -1.201, se=0.001),
            _cell("D3_N5_q0.1_r0.1", "rnn_mf", -1.2, se=0.001)]
     assert lds_grid.svae_is_best({c["model"]: c for c in tie}) is True
+    assert lds_grid.svae_is_best({"rnn_mf": tie[1]}) is None
 
 
-def test_paper_table1_puts_ours_beside_the_papers():
-    cells = [_cell("D32_N64_q0.1_r1", "svae", -2.1, true=-1.9),
-             _cell("D32_N64_q0.1_r1", "rnn_mf", -3.0, true=-1.9)]
-    text = lds_grid.paper_table1(cells)
-    ours = next(line for line in text.splitlines() if "| ours |" in line)
-    assert "-2.100" in ours and "-3.000" in ours and ours.endswith("| 0.200 |")
-    paper = [line for line in text.splitlines() if "| paper |" in line]
-    assert len(paper) == 2 and paper[0].endswith("| 0.694 |") and paper[1].endswith("| 1.380 |")
+def test_lds_grid_claims_follow_the_cells():
+    def cell(setting, model, elbo, steps=3000):
+        return {**_cell(setting, model, elbo, true=-1.0, null=-2.0), "config": {"steps": steps}}
+
+    grid = [cell("D3_N5_q0.1_r0.1", "svae", -1.05), cell("D3_N5_q0.1_r0.1", "rnn_mf", -1.2),
+            cell("D5_N10_q0.1_r0.1", "svae", -1.3), cell("D5_N10_q0.1_r0.1", "rnn_mf", -1.1)]
+    (row,) = lds_grid.claims({"lds_grid": grid}, [], [])
+    assert row["reproduced"] is False and "1 of 2 settings" in row["ours"]
+    (row,) = lds_grid.claims({"lds_grid": grid[:2]}, [], [])
+    assert row["reproduced"] is True
+    # appendix A: within the paper's distance of the true MLL (0.694 at D = 32), or not
+    near = [cell("D32_N64_q0.1_r1", "svae", -1.5), cell("D32_N64_q0.1_r1", "rnn_mf", -3.0)]
+    assert lds_grid.claims({"lds_grid_appendix": near}, [], [])[0]["reproduced"] is True
+    far = [cell("D32_N64_q0.1_r1", "svae", -1.8), near[1]]
+    assert lds_grid.claims({"lds_grid_appendix": far}, [], [])[0]["reproduced"] is False
+    # ... where a resumed (decayed) run of the same setting replaces the SVAE's number
+    claim = lds_grid.claims({"lds_grid_appendix": far,
+                             "lds_grid_appendix_decay": [cell("D32_N64_q0.1_r1", "svae", -1.5,
+                                                              steps=4000)]}, [], [])[0]
+    assert claim["reproduced"] is True and "after 4000 steps" in claim["ours"]
+    # appendix B: masking must lower every pair's ELBO
+    unmasked, masked = [cell("D3_N5_q0.1_r0.1", "svae", -1.1)], [cell("D3_N5_q0.1_r0.1",
+                                                                       "svae", -1.2)]
+    assert lds_grid.claims({}, unmasked, masked)[0]["reproduced"] is True
+    assert lds_grid.claims({}, masked, unmasked)[0]["reproduced"] is False
 
 
-def test_masking_table_reports_the_change():
-    text = lds_grid.masking_table([_cell("D3_N5_q0.1_r0.1", "svae", -1.2)],
-                                  [_cell("D3_N5_q0.1_r0.1", "svae", -1.3)])
-    assert "| -0.1000 |" in text and "80.0%" in text and "70.0%" in text
+def test_timing_claims_compare_the_rows_at_one_length():
+    row = lambda label, ms, T=100: {"label": label, "num_timesteps": T, "median_s": ms / 1e3}
+    steps = [row("SVAE (sequential)", 2.0), row("SVAE (parallel)", 3.0), row("RNN-MF", 5.0),
+             row("RNN-AR-NL", 9.0), row("CNN-AR-L", 2.5), row("RNN-MF", 1.0, T=10)]
+    faster, slowest, cnn = timing.claims(steps, 100)
+    assert faster["reproduced"] and "2.5× faster" in faster["ours"]
+    assert slowest["reproduced"] and not cnn["reproduced"]
+    assert not timing.claims(steps[:2] + [row("RNN-MF", 1.5)], 100)[0]["reproduced"]
 
 
 def test_load_cli_results_reads_cli_json(tmp_path):
@@ -147,138 +169,12 @@ def test_pendulum_linear_readout_recovers_an_affine_map():
     np.testing.assert_allclose(pendulum._apply_linear(W, x), y, atol=1e-12)
 
 
-def test_pendulum_masking_table_pairs_runs_and_cites_the_paper():
+def test_pendulum_cache_key_changes_with_masking():
     from svae_core.experiments import pendulum
 
-    row = lambda m, elbo, pll: {"model": m, "latent_dim": 5, "test_elbo": elbo,
-                                "predictive_ll": pll}
-    text = pendulum.masking_table([row("svae", -0.31, -0.15), row("rnn_mf", -0.3, -0.2)],
-                                  [row("svae", -0.28, -0.19)])
-    lines = text.splitlines()
-    assert len(lines) == 3  # header, rule, and only the model run both ways
-    assert "| 5 | SVAE | -0.3100 | -0.2800 | -0.1500 | -0.1900 |" in lines[2]
-    assert "-0.3015 / -0.2763, -0.1558 / -0.1910" in lines[2]
     cfg = pendulum.PendulumConfig()
     assert cfg.key("svae", 3) != dataclasses.replace(cfg, mask_fraction=0.0).key("svae", 3)
-
-
-def test_pendulum_report_markdown_names_the_run_and_adds_the_ablation_when_present():
-    from svae_core.experiments import pendulum
-
-    cfg = dataclasses.asdict(pendulum.PendulumConfig(steps=123, num_test=7))
-    run = lambda m, pll: {"model": m, "latent_dim": 3, "test_elbo": 0.8, "test_elbo_se": 0.01,
-                          "r2_angle": 0.95, "r2_velocity": 0.5, "predictive_ll": pll,
-                          "predictive_ll_se": 0.001, "device": "CPU: test"}
-    report = {"config": cfg, "masked": [run("svae", 0.56), run("rnn_ar_l", 0.4)],
-              "unmasked": []}
-    text = pendulum.report_markdown(report, "pendulum.json")
-    assert text.startswith("**`pendulum.json`**: 123 steps") and "CPU: test" in text
-    # written before R² θ existed: "—"; with it, its own column
-    assert "| 3 | SVAE | 0.8000 ± 0.01 | 0.950 | — | 0.500 | 0.5600 ± 0.001 |" in text
-    report["masked"][0] = {**report["masked"][0], "r2_theta": 0.987}
-    assert "| 3 | SVAE | 0.8000 ± 0.01 | 0.950 | 0.987 | 0.500 | 0.5600 ± 0.001 |" in \
-        pendulum.report_markdown(report)
-    assert "pred. LL no mask" not in text
-    report["unmasked"] = [run("svae", 0.17)]
-    ablation = pendulum.report_markdown(report).split("pred. LL no mask")[1]
-    assert "| 3 | SVAE | 0.8000 | 0.8000 | 0.5600 | 0.1700 |" in ablation
-    assert "decay" not in text
-    report["config"] = {**cfg, "lr_decay_start": 100, "lr_decay_steps": 23}
-    assert "123 steps, lr 0.003 (cosine decay to 0.03× over steps 100–123)" in \
-        pendulum.report_markdown(report)
-    assert "friction" not in text
-    report["config"] = {**cfg, "friction": 0.1}
-    assert "7 test sequences, friction 0.1 s⁻¹, 200 forecast" in pendulum.report_markdown(report)
-    assert "initialised" not in text
-    report["config"] = {**cfg, "dynamics_init": "rotation"}
-    assert "123 steps, lr 0.003, A initialised as rotation, 100 training" in \
-        pendulum.report_markdown(report)
-    assert "masked block" not in text
-    report["config"] = {**cfg, "mask_fraction": 0.6}
-    assert "123 steps, lr 0.003, longest masked block 0.6 of a sequence, 100 training" in \
-        pendulum.report_markdown(report)
-
-
-def test_pendulum_joint_decoding_table_counts_seeds_across_reports():
-    from svae_core.experiments import pendulum
-
-    seed = lambda i, angle, vel: {"seed": i, "r2_angle": angle, "r2_velocity": vel}
-    svae = {"model": "svae", "latent_dim": 3, "r2_angle": 0.97, "r2_velocity": 0.1,
-            "per_seed": [seed(0, 0.97, 0.1), seed(1, 0.8, 0.95)]}
-    reports = {
-        "a.json": {"masked": [svae, {"model": "svae", "latent_dim": 5, "r2_angle": 0.99,
-                                     "r2_velocity": 0.99}], "unmasked": []},
-        # an old report: one run, no per_seed rows; it counts as one seed
-        "b.json": {"masked": [{"model": "svae", "latent_dim": 3, "r2_angle": 0.91,
-                               "r2_velocity": 0.92},
-                              {"model": "rnn_ar_l", "latent_dim": 3, "r2_angle": 0.95,
-                               "r2_velocity": 0.6}],
-                   "unmasked": [{"model": "svae", "latent_dim": 3, "r2_angle": 0.99,
-                                 "r2_velocity": 0.99}]},
-    }
-    lines = pendulum.joint_decoding_table(reports).splitlines()
-    assert "≥ 0.9" in lines[0] and len(lines) == 4  # the D = 5 and unmasked runs are left out
-    assert lines[2] == "| SVAE | 3 | 1 | 0.910 / 0.920 (`b.json`) |"
-    assert lines[3] == "| RNN-AR-L | 1 | 0 | 0.950 / 0.600 (`b.json`) |"
-    assert "| SVAE | 3 | 0 |" in pendulum.joint_decoding_table(reports, threshold=0.95)
-    only_a = pendulum.joint_decoding_table({"a.json": reports["a.json"]}).splitlines()
-    assert only_a[2:] == ["| SVAE | 2 | 0 | 0.800 / 0.950 (`a.json`, seed 1) |"]
-    assert pendulum.joint_decoding_table(reports, latent_dim=2) == ""
-
-
-def test_pendulum_amplitude_markdown_has_one_row_per_data_set_with_its_thirds():
-    from svae_core.experiments import pendulum
-
-    cfg = dataclasses.asdict(pendulum.PendulumConfig(steps=77))
-    third = lambda lo, hi, r2: {"amplitude_deg": [lo, hi], "r2_velocity": r2}
-    row = lambda a, vel: {"max_angle_deg": a, "r2_angle": 0.5, "r2_sin": 0.9, "r2_cos": 0.1,
-                          "r2_velocity": vel,
-                          "velocity_r2_by_amplitude_third": [third(10, 20, 0.91),
-                                                             third(21, 30, 0.92),
-                                                             third(31, 44.6, 0.93)]}
-    text = pendulum.amplitude_markdown({"config": cfg, "device": "CPU: test",
-                                        "rows": [row(45.0, 0.99), row(162.0, 0.3)]})
-    lines = text.splitlines()
-    assert lines[0].startswith("SVAE, D = 3, 77 steps") and lines[0].endswith("CPU: test")
-    assert len(lines) == 6  # caption, blank, header, rule, two rows
-    assert lines[4] == ("| 45° | 0.500 | 0.900 | 0.100 | — | 0.990 | 10–20°: 0.910; "
-                        "21–30°: 0.920; 31–45°: 0.930 |")
-    assert lines[5].startswith("| 162° |") and "| 0.300 |" in lines[5]
-    damped = {**row(162.0, 0.8), "friction": 0.1, "r2_theta": 0.95}
-    text = pendulum.amplitude_markdown({"config": cfg, "device": "CPU: test", "rows": [damped]})
-    assert text.splitlines()[4].startswith("| 162°, friction 0.1 s⁻¹ | 0.500 | 0.900 | 0.100 | "
-                                           "0.950 | 0.800 |")
-
-
-def test_pendulum_seeds_table_applies_both_selection_rules():
-    from svae_core.experiments import pendulum
-
-    seed = lambda s, train, test, vel: {"seed": s, "train_elbo": train, "test_elbo": test,
-                                        "r2_angle": 0.9, "r2_velocity": vel}
-    rows = [seed(0, 0.80, 0.81, 0.1), seed(1, 0.83, 0.70, 0.2), seed(2, 0.79, 0.84, 0.3),
-            seed(3, 0.78, 0.83, 0.4), seed(4, 0.77, 0.82, 0.5), seed(5, 0.76, 0.85, 0.9)]
-    multi = {"model": "svae", "latent_dim": 3, "seed": 1, "per_seed": rows}
-    single = {"model": "rnn_mf", "latent_dim": 3, "seed": 0, "per_seed": rows[:1]}
-    assert pendulum.seeds_table([single]) == ""
-    lines = pendulum.seeds_table([multi, single]).splitlines()
-    assert len(lines) == 3  # header, rule, only the multi-seed run
-    # kept: seed 1 (best training ELBO); top 5 by test ELBO leave out seed 1 (0.70):
-    # velocity mean of seeds 5, 2, 3, 4, 0 = (0.9 + 0.3 + 0.4 + 0.5 + 0.1) / 5 = 0.44
-    assert lines[2].startswith("| 3 | SVAE | 6 | seed 1: 0.200 | — | 0.900 / 0.440 | seed 5: ")
-    assert lines[2].endswith("seed 1: 0.7000, 0.900, 0.200 |")
-    # with R² θ recorded, it follows the angle's: (0.5 + 0.2 + 0.3 + 0.4 + 0.0) / 5 = 0.28
-    with_theta = [{**r, "r2_theta": r["seed"] / 10} for r in rows]
-    line = pendulum.seeds_table([{**multi, "per_seed": with_theta}]).splitlines()[2]
-    assert "| 0.900 (θ 0.280) / 0.440 |" in line and line.endswith("0.900 (θ 0.100), 0.200 |")
-    # with training predictive LLs recorded: the seed they pick (seed 3) gets its own column,
-    # and the rule the report kept by names the kept column
-    with_pll = [{**r, "train_predictive_ll": 0.5 - abs(r["seed"] - 3) / 10} for r in rows]
-    text = pendulum.seeds_table([{**multi, "seed": 3, "per_seed": with_pll}],
-                                rule="train_predictive_ll")
-    assert "| kept (best train pred. LL): R² velocity |" in text.splitlines()[0]
-    line = text.splitlines()[2]
-    assert line.startswith("| 3 | SVAE | 6 | seed 3: 0.400 | seed 3: 0.900 / 0.400 | 0.900 /")
-    assert line.endswith("seed 1: 0.7000, 0.900, 0.200, 0.3000 |")
+    assert cfg.key("svae", 3) != cfg.key("svae", 2)
 
 
 def test_pendulum_decodability_scores_theta_and_its_sin_cos_against_the_true_states(
@@ -325,7 +221,7 @@ def test_pendulum_selection_rules_keep_the_seed_their_training_quantity_ranks_fi
 
 
 def test_pendulum_merge_reports_joins_seeds_and_keeps_the_best_by_the_rule():
-    from svae_core.experiments import pendulum
+    from svae_core.experiments import tables
 
     def report(seeds, plls, select="train_predictive_ll", **config):
         rows = [{"seed": s, "train_elbo": 0.9 - p, "train_predictive_ll": p}
@@ -337,19 +233,93 @@ def test_pendulum_merge_reports_joins_seeds_and_keeps_the_best_by_the_rule():
                 "masked": [cell], "unmasked": [], "paper_table2": {}}
 
     a, b = report([0, 1], [0.50, 0.55]), report([5, 6], [0.58, 0.52])
-    merged = pendulum.merge_reports([a, b])
+    merged = tables.merge_reports([a, b])
     (cell,) = merged["masked"]
     assert merged["config"]["seeds"] == [0, 1, 5, 6] and merged["config"]["steps"] == 30
     assert cell["seed"] == 5 and cell["r2_velocity"] == 0.5  # the kept cell is seed 5's run
     assert [r["seed"] for r in cell["per_seed"]] == [0, 1, 5, 6]
     # by training ELBO (0.9 - pll) seed 0 of the first report wins instead
     a, b = report([0, 1], [0.50, 0.55], "train_elbo"), report([5, 6], [0.58, 0.52], "train_elbo")
-    assert pendulum.merge_reports([a, b])["masked"][0]["seed"] == 0
+    assert tables.merge_reports([a, b])["masked"][0]["seed"] == 0
     with pytest.raises(ValueError, match=r"config fields \['steps'\]"):
-        pendulum.merge_reports([a, {**b, "config": {**b["config"], "steps": 40}}])
+        tables.merge_reports([a, {**b, "config": {**b["config"], "steps": 40}}])
     with pytest.raises(ValueError, match="seeds repeat"):
-        pendulum.merge_reports([a, a])
+        tables.merge_reports([a, a])
     with pytest.raises(ValueError, match="same masked cells"):
-        pendulum.merge_reports([a, {**b, "masked": []}])
+        tables.merge_reports([a, {**b, "masked": []}])
     with pytest.raises(ValueError, match="at least two"):
-        pendulum.merge_reports([a])
+        tables.merge_reports([a])
+
+
+def _pendulum_cell(model, D, theta, velocity, pll, elbo=0.85, seeds=None):
+    rows = seeds or [{"seed": 0, "test_elbo": elbo, "r2_theta": theta, "r2_velocity": velocity}]
+    return {"model": model, "latent_dim": D, "seed": rows[0]["seed"], "test_elbo": elbo,
+            "r2_theta": theta, "r2_velocity": velocity, "r2_angle": 0.9, "predictive_ll": pll,
+            "per_seed": rows}
+
+
+def test_pendulum_seed_summary_averages_the_top_five_by_test_elbo():
+    from svae_core.experiments import pendulum
+
+    rows = [{"seed": s, "test_elbo": e, "r2_theta": t, "r2_velocity": v}
+            for s, e, t, v in [(0, 0.80, 0.9, 0.9), (1, 0.70, 0.0, 0.0), (2, 0.84, 0.5, 0.1),
+                               (3, 0.83, 0.6, 0.2), (4, 0.82, 0.7, 0.3), (5, 0.81, 0.8, 0.4)]]
+    s = pendulum.seed_summary(_pendulum_cell("svae", 3, 0.9, 0.9, 0.6, seeds=rows))
+    assert s["seeds"] == 6 and s["seed"] == 0
+    # seed 1 (lowest test ELBO) is left out: (0.9 + 0.5 + 0.6 + 0.7 + 0.8) / 5
+    assert s["top_r2_theta"] == pytest.approx(0.7) and s["top_r2_velocity"] == pytest.approx(0.38)
+
+
+def test_pendulum_claims_reproduce_only_when_the_numbers_say_so():
+    from svae_core.experiments import pendulum
+
+    def report(svae_velocity=0.95, base_pll=0.4, nomask_pll=0.2):
+        masked = [_pendulum_cell("svae", D, 0.99, svae_velocity if D == 3 else 0.0, 0.6)
+                  for D in (2, 3)]
+        masked += [_pendulum_cell("rnn_ar_l", D, 0.8, 0.5 if D == 3 else 0.01, base_pll)
+                   for D in (2, 3)]
+        unmasked = [_pendulum_cell("svae", D, 0.9, 0.1, nomask_pll, elbo=0.87) for D in (2, 3)]
+        return {"masked": masked, "unmasked": unmasked}
+
+    ok = {c["claim"]: c["reproduced"] for c in pendulum.claims(report())}
+    assert all(ok.values()) and len(ok) == 6
+    bad = [c for c in pendulum.claims(report(svae_velocity=0.45)) if not c["reproduced"]]
+    assert [c["claim"][:6] for c in bad] == ["D = 3:", "D = 3,"]
+    bad = [c["claim"] for c in pendulum.claims(report(base_pll=0.7)) if not c["reproduced"]]
+    assert bad == ["the SVAE's predictive log-likelihood is the highest at every D"]
+    bad = [c["claim"] for c in pendulum.claims(report(nomask_pll=0.65)) if not c["reproduced"]]
+    assert bad == ["masking raises the SVAE's predictive log-likelihood"]
+
+
+def test_pendulum_combine_reports_joins_cells_under_one_configuration():
+    from svae_core.experiments import tables
+
+    cfg = {"steps": 30, "friction": 0.1, "seeds": [0]}
+    a = {"config": {**cfg, "seeds": [0, 1]}, "masked": [_pendulum_cell("svae", 3, 1, 1, 1)],
+         "unmasked": []}
+    b = {"config": cfg, "masked": [_pendulum_cell("rnn_ar_l", 2, 1, 1, 1)],
+         "unmasked": [_pendulum_cell("svae", 3, 1, 1, 1)]}
+    combined = tables.combine_reports({"cmd a": a, "cmd b": b})
+    assert [(c["model"], c["latent_dim"]) for c in combined["masked"]] == [("rnn_ar_l", 2),
+                                                                         ("svae", 3)]
+    assert combined["runs"] == [{"command": "cmd a", "seeds": [0, 1]},
+                                {"command": "cmd b", "seeds": [0]}]
+    assert "seeds" not in combined["config"] and combined["config"]["friction"] == 0.1
+    with pytest.raises(ValueError, match=r"\['friction'\]"):
+        tables.combine_reports({"a": a, "c": {**b, "config": {**cfg, "friction": 0.0}}})
+    with pytest.raises(ValueError, match="repeats"):
+        tables.combine_reports({"a": a, "a again": a})
+
+
+def test_pendulum_saved_model_loads_with_its_config_and_parameters(tmp_path):
+    from svae_core.experiments import pendulum
+
+    cfg = pendulum.PendulumConfig(steps=7, seeds=(0, 3), size=8, friction=0.05)
+    params = {"params": {"w": np.arange(6.0, dtype=np.float32).reshape(2, 3)}}
+    path = tmp_path / pendulum.params_name("rnn_ar_l", 4, masked=False)
+    pendulum.save_trained(path, "rnn_ar_l", 4, cfg, params, seed=3, command="x")
+    trained = pendulum.load_trained(path)
+    assert trained.config == cfg and trained.meta["seed"] == 3
+    assert trained.model.config.latent_dim == 4 and trained.model.config.frame_shape == (8, 8)
+    np.testing.assert_array_equal(trained.params["params"]["w"], params["params"]["w"])
+    assert path.name == "rnn_ar_l_D4_nomask.msgpack"

@@ -23,6 +23,10 @@ from svae_core.models.svae import SVAE
 MODELS = {"svae": SVAE, "rnn_mf": RNNMF, "rnn_ar_l": RNNARL, "rnn_ar_nl": RNNARNL,
           "cnn_ar_l": CNNARL}
 
+#: The name of each model in tables and figures, in the paper's order.
+MODEL_LABELS = {"svae": "SVAE", "rnn_mf": "RNN-MF", "rnn_ar_l": "RNN-AR-L",
+                "rnn_ar_nl": "RNN-AR-NL", "cnn_ar_l": "CNN-AR-L"}
+
 
 def build_model(name: str, config: ModelConfig):
     """The flax module for model ``name`` (one of ``MODELS``)."""
@@ -32,5 +36,5 @@ def build_model(name: str, config: ModelConfig):
 
 
 __all__ = ["CNNARL", "RNNARL", "RNNARNL", "RNNMF", "SVAE", "BaselinePosterior", "ELBOTerms",
-           "DYNAMICS_INITS", "MODELS", "ModelConfig", "SequenceModel", "build_model",
-           "effective_sample_size", "log_mean_exp", "rollout_prior"]
+           "DYNAMICS_INITS", "MODELS", "MODEL_LABELS", "ModelConfig", "SequenceModel",
+           "build_model", "effective_sample_size", "log_mean_exp", "rollout_prior"]

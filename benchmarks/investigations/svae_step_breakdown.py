@@ -1,7 +1,7 @@
 """Where an SVAE training step's time goes, beside RNN-MF's (Timing chapter's setting: batch 10,
 D = 3, N = 5, GRU width 10, T = 1000 by default).
 
-    .venv/bin/python benchmarks/svae_step_breakdown.py [--T 1000] [--repeats 21]
+    .venv/bin/python benchmarks/investigations/svae_step_breakdown.py [--T 1000] [--repeats 21]
 
 Times the forward pass and the gradient (in the model parameters) of the batch ELBO and of
 its parts: the SVAE's KL term alone (filter + smoother), its reconstruction term alone

@@ -1,7 +1,7 @@
 """Does the swing amplitude decide whether a 3-D SVAE latent encodes angular velocity?
 
-    .venv/bin/python benchmarks/pendulum_amplitude.py [--steps 3000] [--max-angles 45 162]
-        [--friction 0.1] [--out benchmarks/results/pendulum_amplitude.json]
+    .venv/bin/python benchmarks/investigations/pendulum_amplitude.py [--steps 3000]
+        [--max-angles 45 162] [--friction 0.1] [--out benchmarks/results/pendulum_amplitude.json]
         (rows already there are reused)
 
 A diagnostic beside the Pendulum chapter (not one of the paper's experiments). For each
@@ -74,9 +74,10 @@ def main(argv=None):
                     help="largest initial angle per data set, degrees (default data: 162)")
     ap.add_argument("--friction", type=float, default=0.0, help="γ in s⁻¹ (default 0)")
     ap.add_argument("--num-test", type=int, default=40)
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "pendulum_amplitude.json")
+    ap.add_argument("--out", type=Path, default=HERE.parent / "results" / "pendulum_amplitude.json")
     args = ap.parse_args(argv)
-    config = PendulumConfig(steps=args.steps, num_test=args.num_test)
+    # frictionless by default: the diagnostic's question is about undamped swings
+    config = PendulumConfig(steps=args.steps, num_test=args.num_test, friction=0.0)
     # Rows already in --out for the same configuration are kept and not rerun (fields the
     # configuration gained since take their defaults), unless they lack a metric added since.
     old = json.loads(args.out.read_text()) if args.out.exists() else {}

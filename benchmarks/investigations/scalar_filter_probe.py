@@ -2,7 +2,7 @@
 matrix entry as its own array (D = 3, diagonal potentials), so that the scan body is
 elementwise code only, against ``lds_filter(method="sequential")``.
 
-    .venv/bin/python benchmarks/scalar_filter_probe.py [--T 1000] [--repeats 31]
+    .venv/bin/python benchmarks/investigations/scalar_filter_probe.py [--T 1000] [--repeats 31]
 
 The idea: on a CPU the filter's 1000 steps cost a fixed overhead per XLA kernel in the scan
 body, not arithmetic, so a body XLA could fuse into fewer kernels should run faster. Prints

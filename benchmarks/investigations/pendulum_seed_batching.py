@@ -4,7 +4,7 @@ batches and initial parameters; prints both training-ELBO histories and the larg
 parameter difference after ``--steps`` steps (float summation order differs between the two
 compiled programs; long runs magnify it).
 
-    .venv/bin/python benchmarks/pendulum_seed_batching.py [--steps 100]
+    .venv/bin/python benchmarks/investigations/pendulum_seed_batching.py [--steps 100]
 """
 
 from __future__ import annotations

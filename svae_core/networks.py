@@ -6,16 +6,16 @@ Shapes. A video is stored the way every model sees a sequence, y (T, N) with N =
 flattened row-major); these networks work per frame:
 
 * :class:`FrameEncoder` (the CNN trunk shared by every recognition network):
-  frames (..., H, W) -> features (..., F). Frames are zero-padded to multiples of 2^L
-  (L = ``len(channels)``), then L convolutions of kernel 2 and stride 2 with ReLU, each
-  halving the grid (24×24 -> 12×12 -> 6×6 with the default two), then a dense layer to F
-  features with ReLU.
+  frames (..., H, W) -> features (..., F). Frames are zero-padded at the bottom and right
+  to multiples of 2^L (L = ``len(channels)``), then L convolutions of kernel 2 and stride 2
+  with ReLU, each halving the grid (24×24 -> 12×12 -> 6×6 with the default two), then a
+  dense layer to F features with ReLU.
 * :class:`FrameDecoder`: latents x (..., D) -> (pixel means (..., H·W), log_var (H·W,)),
   the Gaussian likelihood p(y_t | x_t) = N(y_t; mean(x_t), diag(exp(log_var))) with a learned
   per-pixel log-variance (initialised at 0). An MLP (widths ``hidden``, ReLU; may be empty),
   a dense layer to a ⌈H/2^L⌉×⌈W/2^L⌉×channels[-1] grid (ReLU), then L transposed
   convolutions of kernel 2 and stride 2, each doubling the grid (channels channels[-2], …,
-  channels[0], then 1; ReLU after all but the last), cropped to H×W.
+  channels[0], then 1; ReLU after all but the last), cropped to the top-left H×W.
 
 Why kernel 2, stride 2. Such a convolution is a space-to-depth reshape followed by a dense
 layer (and its transpose a dense layer followed by depth-to-space), so both networks are

@@ -1,8 +1,9 @@
 """Tests for svae_core.datasets.pendulum: the RK4 pendulum, the renderer and the data set.
 
-References are physics written here: energy conservation, the small-angle period 2π/√(g/l),
-the exact large-angle period 2π / (√(g/l) · AGM(1, cos(θ0/2))), and the bob's position from
-the documented image convention.
+References are physics written here: energy conservation without friction, the small-angle
+period 2π/√(g/l), the exact large-angle period 2π / (√(g/l) · AGM(1, cos(θ0/2))), the damped
+small-angle oscillator with friction, and the bob's position from the documented image
+convention.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import numpy as np
 import pytest
 
 from svae_core.datasets import (
-    PendulumBenchmark,
-    PendulumData,
     make_pendulum_dataset,
     pendulum_energy,
     render_frames,
@@ -130,7 +129,6 @@ def test_bob_centre_of_mass_sits_at_the_angle(size):
     angle = np.linspace(-math.pi, math.pi, 37)
     frames = render_frames(angle, size=size)
     assert frames.shape == (37, size, size) and frames.dtype == np.float32
-    assert frames.min() >= 0 and frames.max() <= 1
     c, L = (size - 1) / 2, 0.375 * size
     pix = np.arange(size)
     mass = frames.sum(axis=(1, 2))
@@ -154,9 +152,7 @@ def test_render_peak_is_one_on_a_pixel_centre():
 
 
 def test_default_dataset_shapes_dtypes_and_physics(default_bench):
-    assert isinstance(default_bench, PendulumBenchmark)
     for split in (default_bench.train, default_bench.test):
-        assert isinstance(split, PendulumData)
         assert split.frames.shape == split.clean_frames.shape == (100, 100, 24, 24)
         assert split.angle.shape == split.velocity.shape == (100, 100)
         for a in split:
@@ -166,7 +162,7 @@ def test_default_dataset_shapes_dtypes_and_physics(default_bench):
         assert np.mean(np.max(np.abs(split.angle), axis=1) > 0.5) > 0.7
     cfg = default_bench.config
     assert cfg["frame_interval"] == pytest.approx(0.1)
-    assert 15 <= cfg["small_angle_period_frames"] <= 40
+    assert cfg["small_angle_period_frames"] == pytest.approx(2 * math.pi / math.sqrt(G) / 0.1)
     # The stored velocity is the derivative of the stored angle at the kept-frame spacing.
     a, v = default_bench.train.angle[0], default_bench.train.velocity[0]
     a_sim, v_sim = simulate_pendulum(float(a[0]), float(v[0]), 100, 0.1, G)

@@ -100,19 +100,28 @@ def test_patch_layers_are_stride_2_convolutions():
                                        atol=1e-5)
 
 
-def test_frame_networks_odd_sizes():
-    frames = jax.random.normal(jax.random.key(0), (2, 3, 10, 7))  # padded to 12×8 inside
-    x = jnp.ones((4, 2, 3))
+def test_frame_networks_odd_sizes_pad_and_crop():
+    """A 10×7 frame is the 12×8 frame zero-padded at the bottom and right; the 10×7 decoder
+    is the top-left crop of the 12×8 one (same parameters: only log_var's size differs)."""
+    frames = jax.random.normal(jax.random.key(0), (2, 3, 10, 7))
+    padded = jnp.pad(frames, ((0, 0), (0, 0), (0, 2), (0, 1)))
+    x = jax.random.normal(jax.random.key(3), (4, 2, 3))
 
     @_jit
-    def run(frames, x):
-        enc, dec = FrameEncoder((10, 7), (4, 8), 5), FrameDecoder((10, 7), (4, 8), (6,))
-        return (enc.apply(enc.init(jax.random.key(1), frames), frames),
-                dec.apply(dec.init(jax.random.key(2), x), x))
+    def run(frames, padded, x):
+        enc, enc_full = FrameEncoder((10, 7), (4, 8), 5), FrameEncoder((12, 8), (4, 8), 5)
+        dec, dec_full = FrameDecoder((10, 7), (4, 8), (6,)), FrameDecoder((12, 8), (4, 8), (6,))
+        pe, pd = enc.init(jax.random.key(1), frames), dec.init(jax.random.key(2), x)
+        pd_full = {"params": {**pd["params"], "log_var": jnp.zeros(96)}}
+        return (enc.apply(pe, frames), enc_full.apply(pe, padded),
+                dec.apply(pd, x), dec_full.apply(pd_full, x))
 
-    feats, (mean, log_var) = run(frames, x)
-    assert feats.shape == (2, 3, 5)
-    assert mean.shape == (4, 2, 70) and log_var.shape == (70,)
+    feats, feats_full, (mean, log_var), (mean_full, _) = run(frames, padded, x)
+    assert feats.shape == (2, 3, 5) and log_var.shape == (70,)
+    np.testing.assert_array_equal(feats, feats_full)
+    assert np.any(np.asarray(feats) != 0)  # not every ReLU unit is off
+    crop = np.asarray(mean_full).reshape(4, 2, 12, 8)[..., :10, :7].reshape(4, 2, 70)
+    np.testing.assert_array_equal(mean, crop)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -33,7 +33,7 @@ def test_masking_drops_exactly_the_masked_potentials(potential):
     assert abs(float(a.reconstruction - b.reconstruction)) > 1.0
 
 
-def test_elbo_terms_and_closed_form_kl():
+def test_closed_form_kl_matches_monte_carlo():
     """KL from the closed form equals a Monte Carlo estimate of E_q[log q − log p]."""
     from svae_core.inference import lds_log_prob, lds_sample
 
@@ -42,7 +42,6 @@ def test_elbo_terms_and_closed_form_kl():
     mask = jnp.ones(8, bool)
     params = model.init(jax.random.PRNGKey(1), y, mask, jax.random.PRNGKey(2))
     terms = model.apply(params, y, mask, jax.random.PRNGKey(3), num_samples=4)
-    np.testing.assert_allclose(terms.elbo, terms.reconstruction - terms.kl, rtol=1e-6)
     prior = model.apply(params, method=lambda m: m.prior())
     pots = model.apply(params, y, mask, method=model.potentials)
     post = lds_smoother(prior, pots)

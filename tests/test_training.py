@@ -124,7 +124,7 @@ def test_resume_may_add_a_decay_that_has_not_begun(trainer, tmp_path):
         load_checkpoint(tmp_path, states, _decayed(trainer.config, 20))
 
 
-def test_checkpoint_from_before_the_decay_fields_loads(trainer, tmp_path):
+def test_checkpoint_without_the_decay_fields_loads(trainer, tmp_path):
     states = trainer.init_runs([0])
     save_checkpoint(tmp_path, states, 20, {"step": []}, trainer.config)
     meta = json.loads((tmp_path / "meta.json").read_text())

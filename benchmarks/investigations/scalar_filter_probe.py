@@ -8,8 +8,8 @@ The idea: on a CPU the filter's 1000 steps cost a fixed overhead per XLA kernel 
 body, not arithmetic, so a body XLA could fuse into fewer kernels should run faster. Prints
 the log-normalizers of both (they must agree to float32 rounding), the kernels (fusions) in
 each compiled program and the median ms of the forward pass and of the gradient in (J, h),
-batch 10 by vmap. Not used by the library: in the run the README quotes, its gradient was
-slower than ours.
+batch 10 by vmap. Not used by the library: its gradient is slower than ours (the book's
+appendix, "What did not work, and why").
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ define; and the LDS benchmark of Zhao & Linderman (2023, §4.1, appendix A): ran
 linear-Gaussian state-space models, the grid and appendix presets, and the exact and
 static-baseline ("null model") log-likelihoods.
 
-:mod:`.pendulum`: noisy 24×24 videos of a frictionless swinging pendulum (Zhao & Linderman
-2023, §4.3): RK4 simulation of θ'' = −(g/l) sin θ, a Gaussian-blob renderer, and the seeded
-train/test data set with the true angles and angular velocities.
+:mod:`.pendulum`: noisy 24×24 videos of a swinging pendulum (Zhao & Linderman 2023, §4.3):
+RK4 simulation of θ'' = −(g/l) sin θ − γθ' (friction γ ≥ 0, default 0: frictionless), a
+Gaussian-blob renderer, and the seeded train/test data set with the true angles and angular
+velocities.
 """
 
 from svae_core.datasets.lds import (

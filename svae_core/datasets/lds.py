@@ -369,7 +369,7 @@ def random_lds(
       pure rotation a non-zero b makes the mean drift linearly along the rotation axis.
     * m1 = 0 and Q1 = ``initial_var``·I, default I. A rotation has no stationary covariance,
       so there is no canonical Q1; I is dynamax's default initial covariance and the learned
-      prior's initialisation (Q1 = q·I gave the same appendix likelihoods to 0.01).
+      prior's initialisation (Q1 = q·I gives the same appendix likelihoods to within 0.01).
 
     The draw uses jax.random (so it is reproducible from ``key`` on any backend); the algebra
     runs in NumPy float64 and the result is cast to ``dtype``. Not traceable (no jit).

@@ -4,7 +4,8 @@ The paper renders "a 24×24 pixel movie of a swinging pendulum ... with noise", 
 Schirmer et al. (2022), whose data files were not published; this module is a re-implementation
 in NumPy, deterministic given a seed::
 
-    dynamics   θ'' = −(g/l) sin θ            (frictionless, no process noise; RK4 on substeps)
+    dynamics   θ'' = −(g/l) sin θ − γ θ'     (friction γ ≥ 0, default 0; no process noise;
+                                             RK4 on substeps)
     frames     x_t = render(θ_t) + ε_t,      ε_t ~ N(0, noise_std² I) i.i.d. per pixel
 
 Conventions. θ in radians, 0 = hanging straight down, positive = bob to the right of the
@@ -18,10 +19,13 @@ Defaults: a point-mass pendulum with g/l = 9.81 s⁻² (l = 1 m), frames rendere
 ``dt = 0.05`` s and, as in the paper, every second rendered frame kept (``frame_skip = 2``).
 (The RKN generator of Becker et al. 2019, which Schirmer et al.'s builds on, models a rod
 with optional friction and transition noise; the paper states none of those details, so this
-one is the frictionless textbook pendulum.) Kept frames are then 0.1 s apart and a small swing
-lasts 2π/√(g/l) ≈ 2.006 s ≈ 20 frames. Larger swings last longer (≈ 24 frames at the
-default data set's median amplitude of 90°, ≈ 42 at its largest, 163°): 100 frames show two
-to five periods.
+one is the textbook point-mass pendulum without transition noise, frictionless at the default
+``friction = 0`` and damped for γ > 0, where a swing's energy decays at the rate γω²; the
+book's experiment, :mod:`svae_core.experiments.pendulum`, renders γ = 0.1 s⁻¹.) Kept
+frames are then 0.1 s apart and a small swing lasts 2π/√(g/l) ≈ 2.006 s ≈ 20 frames (γ = 0;
+friction lengthens it by the factor 1/√(1 − γ²l/(4g)), 1.0001 at γ = 0.1 s⁻¹). Larger swings
+last longer (≈ 24 frames at the frictionless default data set's median amplitude of 90°, ≈ 42
+at its largest, 163°): 100 frames show two to five periods.
 """
 
 from __future__ import annotations
@@ -70,9 +74,10 @@ def simulate_pendulum(
     """Integrate θ'' = −(g/l) sin θ − γ θ' with classical RK4 and sample it every ``dt`` seconds.
 
     Each interval of ``dt`` is crossed in ``substeps`` RK4 steps of ``dt / substeps``; RK4's
-    global error is O(h⁴): with h = 2.5 ms (the defaults, dt = 0.1 s) the energy of a swing of
-    amplitude up to 3 rad drifts by < 1e-10 · g/l over 100 frames (2e-8 with h = 5 ms). All
-    sequences advance together (vectorised over the broadcast shape of ``theta0``, ``omega0``).
+    global error is O(h⁴): with h = 2.5 ms (the defaults, dt = 0.1 s) and no friction the
+    energy of a swing of amplitude up to 3 rad drifts by < 1e-10 · g/l over 100 frames (2e-8
+    with h = 5 ms). All sequences advance together (vectorised over the broadcast shape of
+    ``theta0``, ``omega0``).
 
     Args:
         theta0: initial angle(s) θ(0) in rad (0 = hanging down), scalar or array.
@@ -87,8 +92,9 @@ def simulate_pendulum(
         (angle, velocity), each float64 of shape ``broadcast(theta0, omega0).shape + (T,)``,
         in rad and rad/s; the angle is unwrapped.
     Raises:
-        ValueError: on non-finite initial conditions, shapes that do not broadcast, or a
-            non-positive ``num_frames``, ``dt``, ``g_over_l`` or ``substeps``.
+        ValueError: on non-finite initial conditions, shapes that do not broadcast, a
+            non-positive ``num_frames``, ``dt``, ``g_over_l`` or ``substeps``, or a negative
+            or non-finite ``friction``.
     """
     num_frames = _positive_int("num_frames", num_frames)
     substeps = _positive_int("substeps", substeps)
@@ -127,8 +133,9 @@ def simulate_pendulum(
 
 
 def pendulum_energy(angle, velocity, g_over_l: float = 9.81) -> np.ndarray:
-    """Energy per unit m·l², E = ½ω² − (g/l) cos θ (s⁻²), conserved by the true dynamics.
+    """Energy per unit m·l², E = ½ω² − (g/l) cos θ (s⁻²).
 
+    Without friction the dynamics conserve it; with friction γ it decays, dE/dt = −γω².
     E < g/l: the pendulum swings; E > g/l: it rotates over the top.
     """
     angle, velocity = np.asarray(angle, np.float64), np.asarray(velocity, np.float64)

@@ -6,13 +6,17 @@ families after an unmasked warm-up), then scored on held-out sequences by
 
 * the test ELBO (nats per frame per pixel);
 * linear decodability: R² of a least-squares map, fit on training posterior means and scored
-  on test ones, to the true angle as (sin θ, cos θ) and to the angular velocity (Fig. 4);
+  on test ones, to the true angle θ and angular velocity ω (Fig. 4; the paper's code regressed
+  θ), and to the pair (sin θ, cos θ) as an extra read-out;
 * the predictive log-likelihood log p(y_{t0+1:T} | y_{1:t0}) by Monte Carlo over latent
   trajectories rolled out with the learned dynamics (Fig. 5), per future frame per pixel;
 * forecasts of one test sequence in image space (best and average of the samples, Fig. 6)
   and in phase space through the regression weights (mean ± 1 s.d., Fig. 5 bottom).
 
     cell = run_cell("svae", 3, PendulumConfig(steps=2000), cache_dir="out/")
+
+The default video is damped (γ = 0.1 s⁻¹, :attr:`PendulumConfig.friction`), the value of the
+RKN generator's example; :func:`claims` checks the paper's claims against a report.
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ class PendulumConfig:
 
     steps: int = 3000
     batch_size: int = 10
-    learning_rate: float = 3e-3  # 1e-3 had learned no dynamics after 1000 steps on CPU
+    learning_rate: float = 3e-3  # 1e-3 learns no dynamics in 1,000 steps on a CPU
     lr_decay_start: int = 0  # 0: constant rate; else a cosine decay (see TrainConfig)
     lr_decay_steps: int = TrainConfig.lr_decay_steps
     lr_final_fraction: float = TrainConfig.lr_final_fraction

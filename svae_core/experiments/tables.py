@@ -76,7 +76,7 @@ def lds_masking_table(unmasked, masked, models=MODEL_ORDER) -> str:
 
 def merge_reports(reports: list[dict]) -> dict:
     """One report from several ``benchmarks/pendulum.py`` reports (their JSON, loaded) that
-    trained disjoint seeds under the same configuration otherwise, as if the seeds had been
+    trained disjoint seeds under the same configuration otherwise, as if the seeds were
     trained in one program: every (masking, model, D) cell's ``per_seed`` rows are joined and
     the cell kept is the one whose kept seed ranks first by the reports' ``select`` rule (each
     report's kept seed is its best by that rule, so the best of those is the best of all).

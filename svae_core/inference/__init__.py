@@ -1,7 +1,7 @@
-"""Exact and structured inference routines.
+"""Exact inference routines.
 
-Gaussian chains (LDS priors with Gaussian potentials) live in :mod:`.lds`; discrete chains
-(HMM forward-backward) and switching-LDS structured mean field will sit beside it.
+Gaussian chains (LDS priors with Gaussian potentials) live in :mod:`.lds`, built on the small
+dense kernels of :mod:`.linalg` and the blocked prefix scan of :mod:`.scan`.
 """
 
 from svae_core.inference.lds import (

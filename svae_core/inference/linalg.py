@@ -98,7 +98,7 @@ def cholesky(M):
 
     For D ≤ SMALL_DIM the Cholesky–Banachiewicz recursion written out entry by entry: XLA
     fuses it into a few elementwise loops over the batch, where LAPACK's potrf is one custom
-    call per matrix and its gradient two more (trsm), which dominated the sampler's cost on
+    call per matrix and its gradient two more (trsm), which dominate the sampler's cost on
     CPU for batches of 3×3 matrices. Larger D uses LAPACK.
     """
     dim = M.shape[-1]

@@ -271,7 +271,7 @@ def log_mean_exp(log_w):
     (sample std, ddof = 1; NaN for S = 1). The estimate of log E[w] is biased low by about
     s.e.²/2 (Jensen), negligible once the s.e. is small. When a single weight dominates
     (:func:`effective_sample_size` ≈ 1, common for long image futures) the s.e. saturates
-    near √((S − 1)/S) ≈ 1 and no longer measures the error: the estimate is then a lower
+    near √((S − 1)/S) ≈ 1 and does not measure the error: the estimate is then a lower
     bound in expectation, not an accurate value.
     """
     S = log_w.shape[0]

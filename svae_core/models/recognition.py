@@ -134,7 +134,7 @@ class GaussianHeads(nn.Module):
                 mlp(feats, self.hidden, "transition"))
             raw_A = raw_A.reshape(*feats.shape[:-1], D, D)
             # ‖A_t‖₂ ≤ ‖A_t‖_F ≤ 1: products of A_t over long sequences cannot blow up
-            # (unconstrained heads gave inf at T = 1000 on unnormalised inputs).
+            # (unconstrained heads on unnormalised inputs can overflow to inf by T = 1000).
             frob = jnp.sqrt(jnp.sum(raw_A**2, axis=(-2, -1), keepdims=True) + 1e-12)
             A = raw_A / jnp.maximum(1.0, frob)
         return m, A, v

@@ -1,14 +1,24 @@
 """Command line: train any model on the paper's LDS data or on your own sequences.
 
     python -m svae_core train --model svae --data lds --latent-dim 3 --obs-dim 5 \\
-        --q 0.1 --r 0.1 --steps 2000 --seed 0 --out results.json
+        --q 0.1 --r 0.1 --steps 3000 --seed 0 --out results.json
     python -m svae_core train --model rnn_mf --data my_sequences.npz --latent-dim 4 \\
         --steps 5000 --out results.json
 
 A ``.npz`` file holds ``y`` (sequences, T, N), optionally ``y_test`` (held-out sequences,
-same T and N) and ``mask`` (sequences, T) bool, False at steps that were never observed.
-Results are JSON; ELBOs are in nats per time step per observation dimension. Bad input prints
-one ``error:`` line and exits with status 2, writing nothing.
+same T and N) and ``mask`` (sequences, T) bool, False at steps that were never observed;
+every sequence needs at least one observed step.
+Results are JSON; ELBOs are in nats per time step per observation dimension. The last line
+on stdout is a one-line summary (held-out ELBO, or the training ELBO without ``y_test``, and
+the JSON's path). Bad input prints one ``error:`` line and exits with status 2, writing
+nothing; training that diverges prints one ``error:`` line and exits with status 1.
+
+Defaults come from measurements on the paper's LDS data (D=3, N=5, q=r=0.1, 3,000 steps):
+a constant rate of 3e-3 without masking covered 91–92% of the null→true gap, against 71%
+with 40% block masking at a rate of 1e-3. Masking (``--mask-fraction``) helps a model learn
+dynamics from video, not the ELBO, so it is off unless asked for. ``--smoother auto`` takes
+the sequential smoother on CPU and the parallel one on an accelerator, the faster of the two
+on each.
 """
 
 from __future__ import annotations
@@ -23,10 +33,18 @@ from pathlib import Path
 import numpy as np
 
 EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 1
+# learning rate and masking of the measurements quoted in the module docstring
+DEFAULT_LR = 3e-3
+DEFAULT_MASK_FRACTION = 0.0
 
 
 class CLIError(Exception):
-    """Bad input: reported as one line, exit status 2."""
+    """Reported as one ``error:`` line; exit status ``code`` (2: bad input)."""
+
+    def __init__(self, message, code=EXIT_BAD_INPUT):
+        super().__init__(message)
+        self.code = code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,9 +54,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _widths(text):
     try:
-        return tuple(int(w) for w in text.split(",") if w.strip())
+        widths = tuple(int(w) for w in text.split(",") if w.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected widths like 64,64, got {text!r}") from None
+        widths = None
+    if widths is None or any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"expected positive widths like 64,64, got {text!r}")
+    return widths
 
 
 def build_parser():
@@ -46,90 +67,188 @@ def build_parser():
 
     parser = _Parser(prog="python -m svae_core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    p = sub.add_parser("train", help="train a model and evaluate its held-out ELBO")
-    p.add_argument("--model", required=True, choices=sorted(MODELS))
-    p.add_argument("--data", required=True, help="'lds' (the paper's generator) or a .npz path")
+    p = sub.add_parser(
+        "train", help="train a model and evaluate its held-out ELBO",
+        description="Train one model, evaluate its ELBO (held-out when there is test data), "
+                    "write the results JSON and print a one-line summary.")
+    p.add_argument("--model", required=True, choices=sorted(MODELS),
+                   help="model family: svae (structured posterior through an LDS smoother) "
+                        "or one of the paper's RNN/CNN baselines.")
+    p.add_argument("--data", required=True,
+                   help="'lds' to generate the paper's linear-dynamical-system data, or a "
+                        ".npz path with y (sequences, T, N), optional y_test (held-out, same "
+                        "T and N) and optional bool mask (sequences, T), False where unobserved.")
     g = p.add_argument_group("LDS data (--data lds)")
-    g.add_argument("--latent-dim", type=int, default=3, help="D (also the model's latent size)")
-    g.add_argument("--obs-dim", type=int, default=5, help="N for --data lds")
-    g.add_argument("--q", type=float, default=0.1, help="dynamics noise variance")
-    g.add_argument("--r", type=float, default=0.1, help="emission noise variance")
-    g.add_argument("--num-train", type=int, default=100)
-    g.add_argument("--num-test", type=int, default=100)
-    g.add_argument("--num-timesteps", type=int, default=200)
-    g.add_argument("--data-seed", type=int, default=0, help="seed of the generated data set")
+    g.add_argument("--obs-dim", type=int, default=5, metavar="N",
+                   help="observation dimension N of the generated data; a .npz's y sets N "
+                        "itself (default 5).")
+    g.add_argument("--q", type=float, default=0.1,
+                   help="dynamics noise variance of the generated LDS (default 0.1).")
+    g.add_argument("--r", type=float, default=0.1,
+                   help="emission noise variance of the generated LDS (default 0.1).")
+    g.add_argument("--num-train", type=int, default=100,
+                   help="number of generated training sequences (default 100).")
+    g.add_argument("--num-test", type=int, default=100,
+                   help="number of generated held-out sequences (default 100).")
+    g.add_argument("--num-timesteps", type=int, default=200, metavar="T",
+                   help="length T of each generated sequence, in steps (default 200).")
+    g.add_argument("--data-seed", type=int, default=0,
+                   help="seed of the generated data set, independent of --seed (default 0).")
     m = p.add_argument_group("model")
-    m.add_argument("--potential", choices=["diagonal", "dense"], default="diagonal")
-    m.add_argument("--smoother", choices=["parallel", "sequential"], default="parallel")
-    m.add_argument("--decoder-hidden", type=_widths, default=(), help="e.g. 64,64; default linear")
-    m.add_argument("--encoder-hidden", type=_widths, default=())
-    m.add_argument("--rnn-hidden", type=int, default=20)
-    m.add_argument("--cnn-kernel", type=int, default=10)
+    m.add_argument("--latent-dim", type=int, default=3, metavar="D",
+                   help="latent dimension D of the model, and of the generated LDS with "
+                        "--data lds (default 3).")
+    m.add_argument("--potential", choices=["diagonal", "dense"], default="diagonal",
+                   help="precision matrix of the SVAE's per-step Gaussian potentials: diagonal "
+                        "(cheaper) or dense (default diagonal).")
+    m.add_argument("--smoother", choices=["auto", "sequential", "parallel"], default="auto",
+                   help="SVAE smoother: sequential (a Kalman scan, fastest on CPU), parallel "
+                        "(a scan of depth O(sqrt T), fastest on an accelerator) or auto, which "
+                        "takes sequential on CPU and parallel otherwise; the JSON records the "
+                        "one used (default auto).")
+    m.add_argument("--decoder-hidden", type=_widths, default=(), metavar="WIDTHS",
+                   help="hidden-layer widths of the decoder MLP, comma-separated like 64,64 "
+                        "(default none: a linear decoder).")
+    m.add_argument("--encoder-hidden", type=_widths, default=(), metavar="WIDTHS",
+                   help="hidden-layer widths of the SVAE's recognition MLP, comma-separated "
+                        "(default none: linear, as in the paper's LDS runs).")
+    m.add_argument("--rnn-hidden", type=int, default=20,
+                   help="width of the bidirectional GRU in the RNN baselines (default 20).")
+    m.add_argument("--cnn-kernel", type=int, default=10,
+                   help="temporal kernel length of cnn_ar_l's convolutions, in steps "
+                        "(default 10).")
     t = p.add_argument_group("training")
-    t.add_argument("--steps", type=int, default=1000)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--batch-size", type=int, default=10)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--warmup-steps", type=int, default=200)
+    t.add_argument("--steps", type=int, default=3000,
+                   help="number of optimiser steps (default 3000: the SVAE covers 91%% of the "
+                        "null→true gap on the paper's LDS data there, 60%% at 1000).")
+    t.add_argument("--seed", type=int, default=0,
+                   help="seed of the initial parameters, minibatches and samples (default 0).")
+    t.add_argument("--batch-size", type=int, default=10,
+                   help="training sequences per step, at most the number of training "
+                        "sequences (default 10).")
+    t.add_argument("--lr", type=float, default=DEFAULT_LR,
+                   help="Adam learning rate after the warm-up, the best constant rate measured "
+                        "on the LDS data (default 3e-3).")
+    t.add_argument("--warmup-steps", type=int, default=200,
+                   help="steps of linear warm-up of the rate from 0 to --lr (default 200).")
     t.add_argument("--lr-decay-start", type=int, default=0,
-                   help="step where a cosine decay of the rate begins (0: constant rate)")
-    t.add_argument("--lr-decay-steps", type=int, default=1000, help="length of that decay")
+                   help="step at which a cosine decay of the rate begins (default 0: a "
+                        "constant rate).")
+    t.add_argument("--lr-decay-steps", type=int, default=1000,
+                   help="length of that decay, in steps (default 1000).")
     t.add_argument("--lr-final-fraction", type=float, default=0.03,
-                   help="rate at the end of the decay, as a fraction of --lr")
-    t.add_argument("--num-samples", type=int, default=1, help="posterior samples per step")
-    t.add_argument("--mask-fraction", type=float, default=0.4, help="0 disables masking")
-    t.add_argument("--mask-after", type=int, default=0, help="unmasked warm-up steps")
-    t.add_argument("--log-every", type=int, default=50)
-    t.add_argument("--checkpoint-dir", type=Path)
-    t.add_argument("--checkpoint-every", type=int, default=0)
-    t.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
+                   help="rate at the end of the decay, as a fraction of --lr (default 0.03).")
+    t.add_argument("--num-samples", type=int, default=1,
+                   help="posterior samples per sequence in each training step's ELBO "
+                        "(default 1).")
+    t.add_argument("--mask-fraction", type=float, default=DEFAULT_MASK_FRACTION,
+                   help="longest block of steps hidden from the encoder at each training step, "
+                        "as a fraction of T, for learning dynamics from video (the pendulum "
+                        "chapter uses 0.4); it lowers the ELBO (default 0: no masking).")
+    t.add_argument("--mask-after", type=int, default=0,
+                   help="step at which masking starts, after an unmasked warm-up that helps "
+                        "the RNN/CNN baselines (default 0).")
+    t.add_argument("--log-every", type=int, default=50,
+                   help="steps per compiled chunk, progress update, history entry and NaN "
+                        "check (default 50).")
+    t.add_argument("--checkpoint-dir", type=Path,
+                   help="folder for checkpoints and for --resume (default none).")
+    t.add_argument("--checkpoint-every", type=int, default=0,
+                   help="steps between checkpoints in --checkpoint-dir (default 0: none).")
+    t.add_argument("--resume", action="store_true",
+                   help="continue exactly from the last checkpoint in --checkpoint-dir; a "
+                        "larger --steps extends the run.")
     e = p.add_argument_group("evaluation")
-    e.add_argument("--eval-samples", type=int, default=10, help="samples per ELBO estimate")
-    e.add_argument("--eval-repeats", type=int, default=4, help="independent estimates")
-    p.add_argument("--out", type=Path, required=True, help="results JSON")
-    p.add_argument("--no-progress", action="store_true")
+    e.add_argument("--eval-samples", type=int, default=10,
+                   help="posterior samples inside each final ELBO estimate (default 10).")
+    e.add_argument("--eval-repeats", type=int, default=4,
+                   help="independent ELBO estimates per sequence, at least 2, whose spread "
+                        "gives the standard error (default 4).")
+    p.add_argument("--out", type=Path, required=True,
+                   help="path of the results JSON (config, ELBOs in nats per step per "
+                        "observation dimension, history); its folder must exist.")
+    p.add_argument("--no-progress", action="store_true",
+                   help="hide the progress bar (a tqdm bar on stderr).")
     return parser
 
 
 # ---------------------------------------------------------------------------- data
 
 
-def _check_array(name, a, ndim, path):
-    if a.ndim != ndim:
-        shape = "(sequences, T, N)" if ndim == 3 else "(sequences, T)"
-        raise CLIError(f"{path}: array '{name}' must have shape {shape}, got {a.shape}")
-    if a.dtype != bool and not np.all(np.isfinite(a)):
-        raise CLIError(f"{path}: array '{name}' contains NaN or Inf "
-                       f"(mark unobserved steps with 'mask' instead)")
+def _list_some(indices, limit=5):
+    shown = ", ".join(str(i) for i in indices[:limit])
+    return f"[{shown}{', ...' if len(indices) > limit else ''}] ({len(indices)} of them)"
+
+
+def _check_array(name, a, path):
+    """a as float32 (sequences, T, N) with every size >= 1; non-finite entries are left for
+    the caller, which knows which steps are observed."""
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise CLIError(f"{path}: '{name}' must be real numbers, got dtype {a.dtype}")
+    if a.ndim != 3:
+        raise CLIError(f"{path}: array '{name}' must have shape (sequences, T, N), got {a.shape}")
+    if min(a.shape) < 1:
+        raise CLIError(f"{path}: array '{name}' is empty, shape {a.shape}")
+    with np.errstate(over="ignore"):  # beyond float32's range becomes Inf, reported below
+        return a.astype(np.float32)
+
+
+def _check_mask(mask, shape, path):
+    """mask as bool (sequences, T): a bool array, or numbers that are all 0 or 1."""
+    if mask.shape != shape:
+        raise CLIError(f"{path}: 'mask' must have shape {shape} (sequences, T) like y's, "
+                       f"got {mask.shape}")
+    if mask.dtype != bool:
+        numeric = np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)
+        if not (numeric and np.all((mask == 0) | (mask == 1))):
+            raise CLIError(f"{path}: 'mask' must be bool (True = observed), or 0/1, got "
+                           f"dtype {mask.dtype} with other values")
+    mask = mask.astype(bool)
+    if not mask.any():
+        raise CLIError(f"{path}: 'mask' is False everywhere: no step of any sequence is "
+                       "observed, so there is nothing to train on")
+    empty = np.flatnonzero(~mask.any(axis=1)).tolist()
+    if empty:  # their ELBO is 0 by definition: nothing to learn from or to score
+        raise CLIError(f"{path}: sequences {_list_some(empty)} have no observed step "
+                       "('mask' all False); drop them from 'y' and 'mask'")
+    return mask
 
 
 def load_npz(path: Path):
-    """(y, y_test or None, mask or None) from a user's .npz, validated."""
+    """(y, y_test or None, mask or None) from a user's .npz, validated; y and y_test float32.
+
+    Entries of y at unobserved steps (mask False) may be anything, NaN included: they are
+    set to 0, and neither seen by the encoder nor scored. Everywhere else y and y_test must
+    be finite."""
     if not path.exists():
         raise CLIError(f"data file not found: {path}")
+    if path.is_dir():
+        raise CLIError(f"data path is a folder, not a .npz file: {path}")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except Exception as exc:  # zip/format errors
+    except Exception as exc:  # zip/format errors, object arrays
         raise CLIError(f"cannot read {path} as .npz: {exc}") from None
     if "y" not in arrays:
         raise CLIError(f"{path}: no array 'y' (found {sorted(arrays)})")
-    y = arrays["y"]
-    if not np.issubdtype(y.dtype, np.number):
-        raise CLIError(f"{path}: 'y' must be numeric, got dtype {y.dtype}")
-    _check_array("y", y, 3, path)
+    y = _check_array("y", arrays["y"], path)
     y_test = arrays.get("y_test")
     if y_test is not None:
-        _check_array("y_test", y_test, 3, path)
+        y_test = _check_array("y_test", y_test, path)
         if y_test.shape[1:] != y.shape[1:]:
             raise CLIError(f"{path}: 'y_test' {y_test.shape} must match y's (T, N) = "
                            f"{y.shape[1:]}")
+        if not np.all(np.isfinite(y_test)):
+            raise CLIError(f"{path}: array 'y_test' contains NaN or Inf (held-out steps must "
+                           "all be observed; drop sequences with gaps)")
     mask = arrays.get("mask")
     if mask is not None:
-        if mask.shape != y.shape[:2]:
-            raise CLIError(f"{path}: 'mask' must have shape {y.shape[:2]}, got {mask.shape}")
-        mask = mask.astype(bool)
-    return y.astype(np.float32), None if y_test is None else y_test.astype(np.float32), mask
+        mask = _check_mask(mask, y.shape[:2], path)
+        y = np.where(mask[..., None], y, np.float32(0))
+    if not np.all(np.isfinite(y)):
+        raise CLIError(f"{path}: array 'y' contains NaN or Inf at observed steps (mark "
+                       "unobserved steps False in 'mask')")
+    return y, y_test, mask
 
 
 def load_data(args):
@@ -155,11 +274,42 @@ def load_data(args):
 # ---------------------------------------------------------------------------- train
 
 
+def resolve_smoother(choice: str) -> str:
+    """The smoother to use: ``choice``, or for "auto" the faster one on JAX's default
+    backend (sequential on CPU, where the parallel scan's extra work is not spread over many
+    cores; parallel on a GPU/TPU, where its O(sqrt T) depth wins)."""
+    if choice != "auto":
+        return choice
+    import jax
+
+    return "sequential" if jax.default_backend() == "cpu" else "parallel"
+
+
+def _check_options(args):
+    """Options whose bad values would otherwise surface only after training."""
+    if not math.isfinite(args.lr):
+        raise CLIError(f"--lr must be a finite number > 0, got {args.lr}")
+    for name, least in (("eval_samples", 1), ("eval_repeats", 2), ("rnn_hidden", 1),
+                        ("cnn_kernel", 1), ("checkpoint_every", 0), ("warmup_steps", 0),
+                        ("mask_after", 0)):
+        if getattr(args, name) < least:
+            raise CLIError(f"--{name.replace('_', '-')} must be >= {least}, "
+                           f"got {getattr(args, name)}")
+    if args.out.is_dir():
+        raise CLIError(f"--out is a folder, not a file path: {args.out}")
+
+
 def run_train(args) -> dict:
     from svae_core.experiments import train_and_evaluate
     from svae_core.models import ModelConfig
-    from svae_core.training import CheckpointError, TrainConfig
+    from svae_core.training import (
+        CheckpointError,
+        TrainConfig,
+        TrainingDivergedError,
+        training_device_count,
+    )
 
+    _check_options(args)
     data = load_data(args)
     y_train = data["y_train"]
     N = y_train.shape[2]
@@ -167,7 +317,8 @@ def run_train(args) -> dict:
         model_config = ModelConfig(
             latent_dim=args.latent_dim, obs_dim=N, decoder_hidden=args.decoder_hidden,
             encoder_hidden=args.encoder_hidden, potential=args.potential,
-            smoother=args.smoother, rnn_hidden=args.rnn_hidden, cnn_kernel=args.cnn_kernel,
+            smoother=resolve_smoother(args.smoother), rnn_hidden=args.rnn_hidden,
+            cnn_kernel=args.cnn_kernel,
         )
         train_config = TrainConfig(
             steps=args.steps, batch_size=min(args.batch_size, y_train.shape[0]),
@@ -190,6 +341,8 @@ def run_train(args) -> dict:
             resume=args.resume)
     except CheckpointError as exc:  # nothing to resume, or another config
         raise CLIError(str(exc)) from None
+    except TrainingDivergedError as exc:  # the message names the step and suggests a fix
+        raise CLIError(f"training diverged: {exc}", code=EXIT_DIVERGED) from None
     rec = runs.records[0]
     out = {
         "version": rec["version"],
@@ -207,6 +360,8 @@ def run_train(args) -> dict:
     keys = ("train_elbo", "train_elbo_se", "test_elbo", "test_elbo_se", "true_mll", "null_ll",
             "gap_fraction", "seconds_per_step", "history", "device")
     out.update({k: rec[k] for k in keys})
+    # devices the training was sharded over (jax.sharding; 1 on a single device)
+    out["num_devices"] = training_device_count(len(runs.records), train_config.batch_size)
     return out
 
 
@@ -222,6 +377,18 @@ def _json_safe(value):
     return value
 
 
+def summary_line(results: dict, out: Path) -> str:
+    """One line: model, steps, the held-out ELBO ± its s.e. (the training ELBO when there is
+    no test split), the gap fraction when the generating model is known, the JSON's path."""
+    cfg = results["config"]
+    split, key = ("held-out", "test") if results["test_elbo"] is not None else ("train", "train")
+    elbo, se = results[f"{key}_elbo"], results[f"{key}_elbo_se"]
+    gap = results.get("gap_fraction")
+    gap_text = "" if gap is None else f" ({100 * gap:.1f}% of the null→true gap)"
+    return (f"done: {cfg['model']}, {cfg['train_config']['steps']} steps, {split} ELBO "
+            f"{elbo:.3f} ± {se:.3f} nats/step/dim{gap_text}, results in {out}")
+
+
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -232,13 +399,11 @@ def main(argv=None) -> int:
             results = run_train(args)
             results["wall_seconds"] = time.perf_counter() - t0
             args.out.write_text(json.dumps(_json_safe(results), indent=2))
-            summary = {k: results[k] for k in ("train_elbo", "test_elbo", "true_mll", "null_ll",
-                                               "gap_fraction", "seconds_per_step")}
-            print(json.dumps(_json_safe(summary)))
+            print(summary_line(results, args.out))
         return 0
     except CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exc.code
 
 
-__all__ = ["CLIError", "build_parser", "load_npz", "main"]
+__all__ = ["CLIError", "build_parser", "load_npz", "main", "resolve_smoother", "summary_line"]

@@ -6,6 +6,11 @@ training step draws its minibatch, masks and reparameterisation noise from
 ``fold_in(run_key, step)``, so a run's trajectory depends only on its seed and the step count:
 resuming from a checkpoint continues it exactly.
 
+Several devices: :func:`device_mesh` lays the devices out on a ("runs", "batch") mesh, and
+:meth:`Trainer.fit` places the stacked run states on it and marks each minibatch's batch
+axis, and jit's SPMD partitioner splits the program over the devices; the values computed are
+the same as on one device up to float32 rounding (sums over a split batch add in another order).
+
 Self-supervised masking (Zhao & Linderman 2023, §3.3): at every step each training sequence
 gets one random contiguous hidden block of length uniform in {0, …, ⌊mask_fraction·T⌋};
 the encoder does not see it, the loss still reconstructs it.
@@ -14,6 +19,7 @@ the encoder does not see it, the loss still reconstructs it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -25,6 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm import tqdm  # text bars: tqdm.auto wants ipywidgets inside notebooks
 
 
@@ -91,6 +100,56 @@ class TrainResult(NamedTuple):
     history: dict  # "step": [...], "elbo", "reconstruction", "kl": [[per run] per log point]
     seconds_per_step: float  # wall time per step for all runs together, compile excluded
     chunk_seconds: tuple = ()  # wall time of each full timed chunk of log_every steps
+    num_devices: int = 1  # devices the runs were sharded over (see device_mesh)
+
+
+RUNS_AXIS, BATCH_AXIS = "runs", "batch"
+
+
+def device_mesh(num_runs: int, batch_size: int, devices=None) -> Mesh | None:
+    """The mesh that training num_runs runs on minibatches of batch_size sequences is sharded
+    over, or None when it runs on one device.
+
+    With D devices (default ``jax.devices()``, on every host) the mesh has axes ("runs",
+    "batch") of sizes r = gcd(num_runs, D) and b = gcd(batch_size, D // r), over the first
+    r·b devices: the runs axis takes as many devices as divide the runs evenly (all D when
+    D divides num_runs), the batch axis as many of the rest as divide the batch. Shapes:
+    every run-state leaf (num_runs, ...) is split r ways on its leading axis and replicated
+    b ways; each run's minibatch (batch_size, T, N) is split b ways on its batch axis; the
+    training data and the per-step metrics (num_runs, log_every) are replicated. Devices
+    that do not divide the counts stay idle; with r·b = 1 (one device, or counts sharing no
+    factor with D) the answer is None and training is the plain single-device program.
+
+    Raises:
+        ValueError: across several processes (``jax.distributed``) when r·b < D, since every
+            process must own devices of the mesh.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    runs = math.gcd(num_runs, len(devices))
+    batch = math.gcd(batch_size, len(devices) // runs)
+    if runs * batch < len(devices) and jax.process_count() > 1:
+        raise ValueError(
+            f"{num_runs} run(s) with batch size {batch_size} use {runs * batch} of the "
+            f"{len(devices)} devices, but on several hosts every device must take part: make "
+            "the device count divide (number of runs) x (batch size)")
+    if runs * batch == 1:
+        return None
+    grid = np.asarray(devices[: runs * batch], dtype=object).reshape(runs, batch)
+    return Mesh(grid, (RUNS_AXIS, BATCH_AXIS))
+
+
+def training_device_count(num_runs: int, batch_size: int) -> int:
+    """Number of devices :meth:`Trainer.fit` shards num_runs runs with this batch size over."""
+    mesh = device_mesh(num_runs, batch_size)
+    return 1 if mesh is None else mesh.size
+
+
+def _host_local(tree):
+    """tree itself when this process holds all of every array; else (arrays spread over
+    several hosts) a full copy of each on this process's default device."""
+    if all(getattr(x, "is_fully_addressable", True) for x in jax.tree.leaves(tree)):
+        return tree
+    return jax.tree.map(jnp.asarray, multihost_utils.process_allgather(tree, tiled=True))
 
 
 _DECAY_FIELDS = ("lr_decay_start", "lr_decay_steps", "lr_final_fraction")
@@ -161,6 +220,7 @@ class Trainer:
             static_argnums=2,
             donate_argnums=0,
         )
+        self._sharded_chunks = {}  # Mesh -> the program of _sharded_chunk(mesh)
 
     # ------------------------------------------------------------------ per-run functions
 
@@ -182,20 +242,23 @@ class Trainer:
         states = [self.init_state(s, lr) for s, lr in zip(seeds, lrs, strict=True)]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
-    def _loss(self, params, step_key, step):
+    def _loss(self, params, step_key, step, mesh=None):
         cfg = self.config
         S, T, _ = self.y.shape
         k_batch, k_mask, k_elbo = jax.random.split(step_key, 3)
         idx = jax.random.choice(k_batch, S, (cfg.batch_size,), replace=False)
         y = self.y[idx]
+        if mesh is not None:  # (B, T, N) split on B; vmap adds the runs axis in front
+            y = jax.lax.with_sharding_constraint(y, NamedSharding(mesh, P(BATCH_AXIS)))
         mask = random_block_masks(k_mask, cfg.batch_size, T, cfg.mask_fraction)
         mask = mask | (step < cfg.mask_after)
         observed = None if self.observed is None else self.observed[idx]
         terms = batch_elbo(self.model, params, y, mask, k_elbo, cfg.num_samples, observed)
         return -terms.elbo, terms
 
-    def _step(self, state: RunState, step):
-        grads, terms = jax.grad(self._loss, has_aux=True)(
+    def _step(self, state: RunState, step, mesh=None):
+        loss = self._loss if mesh is None else functools.partial(self._loss, mesh=mesh)
+        grads, terms = jax.grad(loss, has_aux=True)(
             state.params, jax.random.fold_in(state.key, step), step
         )
         updates, opt_state = _optimizer(state.learning_rate, self.config).update(
@@ -205,18 +268,38 @@ class Trainer:
         metrics = dict(terms._asdict(), grad_norm=optax.tree.norm(grads))
         return state._replace(params=params, opt_state=opt_state), metrics
 
-    def _run_chunk(self, state, first_step, length):
-        return jax.lax.scan(self._step, state, first_step + jnp.arange(length))
+    def _run_chunk(self, state, first_step, length, mesh=None):
+        step = self._step if mesh is None else functools.partial(self._step, mesh=mesh)
+        return jax.lax.scan(step, state, first_step + jnp.arange(length))
+
+    def _sharded_chunk(self, mesh: Mesh):
+        """The chunk program over ``mesh``: states in and out split on "runs", metrics
+        replicated (so every host can read them)."""
+        if mesh not in self._sharded_chunks:
+            run = jax.vmap(functools.partial(self._run_chunk, mesh=mesh),
+                           in_axes=(0, None, None), spmd_axis_name=RUNS_AXIS)
+            self._sharded_chunks[mesh] = jax.jit(
+                run, static_argnums=2, donate_argnums=0,
+                out_shardings=(NamedSharding(mesh, P(RUNS_AXIS)), NamedSharding(mesh, P())))
+        return self._sharded_chunks[mesh]
 
     # ------------------------------------------------------------------ driver
 
     def fit(self, states: RunState, start_step: int = 0, history=None, checkpoint_dir=None,
             progress: bool = True, run_labels=None) -> TrainResult:
         """Advance every run from start_step to config.steps (a multiple of log_every steps
-        per compiled call), checking for NaN/Inf after each chunk."""
+        per compiled call), checking for NaN/Inf after each chunk.
+
+        With several devices the runs and minibatches are sharded over
+        :func:`device_mesh` (``TrainResult.num_devices`` says over how many devices); the
+        returned states then live on that mesh (on several hosts: a full copy on each)."""
         cfg = self.config
         history = history or {"step": [], "elbo": [], "reconstruction": [], "kl": []}
         num_runs = jax.tree.leaves(states)[0].shape[0]
+        mesh = device_mesh(num_runs, cfg.batch_size)
+        chunk = self._chunk if mesh is None else self._sharded_chunk(mesh)
+        if mesh is not None:  # every leaf (num_runs, ...) split on its run axis
+            states = jax.device_put(jax.device_get(states), NamedSharding(mesh, P(RUNS_AXIS)))
         labels = run_labels or [str(i) for i in range(num_runs)]
         bar = tqdm(total=cfg.steps, initial=start_step, disable=not progress, unit="step",
                    desc=f"training {num_runs} run(s)")
@@ -224,7 +307,7 @@ class Trainer:
         while step < cfg.steps:
             length = min(cfg.log_every, cfg.steps - step)
             t0 = time.perf_counter()
-            states, metrics = self._chunk(states, jnp.asarray(step), length)
+            states, metrics = chunk(states, jnp.asarray(step), length)
             metrics = jax.device_get(metrics)  # (runs, length) each
             elapsed = time.perf_counter() - t0
             if step > start_step and length == cfg.log_every:  # first chunk: compilation
@@ -237,11 +320,12 @@ class Trainer:
             bar.update(length)
             bar.set_postfix(elbo=f"{np.mean(history['elbo'][-1]):.4f}")
             if checkpoint_dir and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                save_checkpoint(checkpoint_dir, states, step, history, cfg)
+                save_checkpoint(checkpoint_dir, _host_local(states), step, history, cfg)
         bar.close()
         sps = sum(chunk_seconds) / (len(chunk_seconds) * cfg.log_every) if chunk_seconds \
             else float("nan")
-        return TrainResult(states, history, sps, tuple(chunk_seconds))
+        return TrainResult(_host_local(states), history, sps, tuple(chunk_seconds),
+                           1 if mesh is None else mesh.size)
 
 
 def _check_finite(metrics, first_step, labels):
@@ -285,7 +369,7 @@ def load_checkpoint(directory, template: RunState, config: TrainConfig):
     if not (meta_path.exists() and state_path.exists()):
         raise CheckpointError(f"no checkpoint in {directory}")
     meta = json.loads(meta_path.read_text())
-    # fields added after a checkpoint was written take their defaults
+    # config fields missing from a checkpoint take their defaults
     saved = {**dataclasses.asdict(TrainConfig()), **meta["config"]}
     now = dataclasses.asdict(config)
     ignored = {"steps"}
@@ -308,8 +392,10 @@ __all__ = [
     "Trainer",
     "TrainingDivergedError",
     "batch_elbo",
+    "device_mesh",
     "learning_rate_schedule",
     "load_checkpoint",
     "random_block_masks",
     "save_checkpoint",
+    "training_device_count",
 ]

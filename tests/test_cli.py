@@ -6,10 +6,11 @@ import json
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
-from svae_core.cli import main
+from svae_core.cli import build_parser, main, summary_line
 
 TINY = ["--steps", "20", "--log-every", "10", "--warmup-steps", "5", "--eval-samples", "2",
         "--eval-repeats", "2", "--no-progress"]
@@ -17,16 +18,23 @@ KEYS = {"config", "train_elbo", "test_elbo", "test_elbo_se", "true_mll", "null_l
         "gap_fraction", "seconds_per_step", "version"}
 
 
-def test_train_on_generated_lds(tmp_path):
+def test_train_on_generated_lds(tmp_path, capsys):
     out = tmp_path / "r.json"
     argv = ["train", "--model", "svae", "--data", "lds", "--latent-dim", "2", "--obs-dim", "3",
             "--num-train", "10", "--num-test", "4", "--num-timesteps", "30", "--out", str(out),
-            "--lr-decay-start", "10", "--lr-decay-steps", "10", "--smoother", "sequential"]
-    assert main(argv + TINY) == 0  # the npz test below runs the default (parallel) smoother
+            "--lr-decay-start", "10", "--lr-decay-steps", "10"]
+    assert main(argv + TINY) == 0  # the npz test below forces the parallel smoother
     res = json.loads(out.read_text())
     assert KEYS <= set(res)
     assert res["config"]["model"] == "svae"
-    assert res["config"]["model_config"]["smoother"] == "sequential"
+    # defaults: --smoother auto is sequential on CPU; a constant 3e-3 rate, no masking
+    on_cpu = jax.default_backend() == "cpu"
+    assert res["config"]["model_config"]["smoother"] == ("sequential" if on_cpu else "parallel")
+    assert res["config"]["train_config"]["learning_rate"] == 3e-3
+    assert res["config"]["train_config"]["mask_fraction"] == 0.0
+    stdout = capsys.readouterr().out.strip().splitlines()
+    assert stdout[-1].startswith("done: svae, 20 steps, held-out ELBO "), stdout
+    assert "% of the null→true gap" in stdout[-1] and stdout[-1].endswith(f"results in {out}")
     decay = {k: res["config"]["train_config"][k] for k in ("lr_decay_start", "lr_decay_steps")}
     assert decay == {"lr_decay_start": 10, "lr_decay_steps": 10}
     sizes = {k: res["config"][k] for k in ("num_train", "num_test", "num_timesteps")}
@@ -43,14 +51,16 @@ def test_train_on_user_npz_with_mask(tmp_path):
     y = rng.normal(size=(8, 25, 3)).astype(np.float32)
     mask = np.ones((8, 25), bool)
     mask[:, 10:15] = False
-    y[~mask] = 1e6  # never observed: must not matter
+    y[~mask] = 1e6  # never observed: must not matter, NaN included
+    y[:4, 10:15] = np.nan
     data = tmp_path / "d.npz"
     np.savez(data, y=y, y_test=rng.normal(size=(3, 25, 3)), mask=mask)
     out = tmp_path / "r.json"
     argv = ["train", "--model", "svae", "--data", str(data), "--latent-dim", "2",
-            "--batch-size", "4", "--out", str(out)]
+            "--batch-size", "4", "--out", str(out), "--smoother", "parallel"]
     assert main(argv + TINY) == 0
     res = json.loads(out.read_text())
+    assert res["config"]["model_config"]["smoother"] == "parallel"  # overrides auto
     assert np.isfinite(res["test_elbo"]) and np.isfinite(res["train_elbo"])
     assert res["true_mll"] is None and res["null_ll"] is None and res["gap_fraction"] is None
     assert (res["config"]["num_train"], res["config"]["num_test"]) == (8, 3)
@@ -83,6 +93,30 @@ def _bad_npz(tmp_path, **arrays):
         (lambda p: ["--model", "svae", "--data", "lds", "--mask-fraction", "2"], "mask_fraction"),
         (lambda p: ["--model", "svae", "--data", "lds", "--lr-final-fraction", "-1"],
          "lr_final_fraction"),
+        # every sequence unobserved, or one of them: nothing to train on or to score
+        (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((2, 5, 3)),
+                                                          mask=np.zeros((2, 5), bool))],
+         "no step of any sequence is observed"),
+        (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((2, 5, 3)),
+                                                          mask=np.arange(10).reshape(2, 5) > 4)],
+         r"sequences \[0\] .*no observed step"),
+        (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((2, 5, 3)),
+                                                          mask=np.full((2, 5), 2))], "0/1"),
+        (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.full((2, 5, 3), np.inf))],
+         "Inf"),
+        (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((2, 5, 3)),
+                                                          y_test=np.zeros((2, 5, 4)))],
+         "y_test"),
+        (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((2, 5, 3)),
+                                                          y_test=np.full((1, 5, 3), np.nan))],
+         "y_test' contains NaN"),
+        (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((0, 5, 3)))], "empty"),
+        (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((2, 0, 3)))], "empty"),
+        (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((2, 5, 3), complex))],
+         "real numbers"),
+        (lambda p: ["--model", "svae", "--data", "lds", "--eval-repeats", "1"], "--eval-repeats"),
+        (lambda p: ["--model", "svae", "--data", "lds", "--lr", "nan"], "--lr"),
+        (lambda p: ["--model", "svae", "--data", "lds", "--decoder-hidden", "0"], "widths"),
     ],
 )
 def test_bad_input_one_error_line_exit_2(tmp_path, capsys, make_argv, message):
@@ -95,11 +129,50 @@ def test_bad_input_one_error_line_exit_2(tmp_path, capsys, make_argv, message):
     assert not out.exists()
 
 
-def test_module_entry_point_exit_code(tmp_path):
+@pytest.mark.parametrize("name,message", [("nope.npz", "error: data file not found"),
+                                           ("unobserved.npz", "error: ")])
+def test_module_entry_point_exit_code(tmp_path, name, message):
+    np.savez(tmp_path / "unobserved.npz", y=np.ones((3, 5, 2)), mask=np.zeros((3, 5), bool))
     proc = subprocess.run(
         [sys.executable, "-m", "svae_core", "train", "--model", "svae", "--data",
-         str(tmp_path / "nope.npz"), "--out", str(tmp_path / "r.json")],
+         str(tmp_path / name), "--out", str(tmp_path / "r.json")],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error: data file not found")
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
+
+
+def test_diverged_training_one_error_line_exit_1(tmp_path, capsys, monkeypatch):
+    import svae_core.experiments
+    from svae_core.training import TrainingDivergedError
+
+    def diverge(*args, **kwargs):
+        raise TrainingDivergedError("non-finite elbo (nan) at step 7 in run seed 0, lr 0.003")
+
+    monkeypatch.setattr(svae_core.experiments, "train_and_evaluate", diverge)
+    out = tmp_path / "r.json"
+    argv = ["train", "--model", "svae", "--data", "lds", "--num-train", "2", "--num-test", "2",
+            "--num-timesteps", "5", "--out", str(out), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: training diverged: non-finite"), err
+    assert not out.exists()
+
+
+def test_every_option_has_a_help_sentence():
+    parser = build_parser()
+    train = next(a for a in parser._actions if a.dest == "command").choices["train"]
+    options = [a for a in train._actions if a.option_strings and a.dest != "help"]
+    assert len(options) > 30
+    for action in options:
+        assert action.help and action.help.endswith("."), action.option_strings
+
+
+def test_summary_line_falls_back_to_the_training_elbo():
+    res = {"config": {"model": "rnn_mf", "train_config": {"steps": 50}}, "test_elbo": None,
+           "test_elbo_se": None, "train_elbo": -1.23456, "train_elbo_se": 0.0123,
+           "gap_fraction": None}
+    assert summary_line(res, "out/r.json") == \
+        "done: rnn_mf, 50 steps, train ELBO -1.235 ± 0.012 nats/step/dim, results in out/r.json"

@@ -18,17 +18,14 @@ import numpy as np
 
 from svae_core.datasets import LDSSetting, make_lds_benchmark
 from svae_core.inference import GaussianPotentials, LDSPrior, lds_smoother
-from svae_core.models import ModelConfig, build_model
+from svae_core.models import MODEL_LABELS, ModelConfig, build_model
 from svae_core.training import TrainConfig, Trainer
 
 #: Fig. 3's variants: the SVAE with each smoother and the four baselines.
 STEP_VARIANTS = {
     "SVAE (parallel)": ("svae", "parallel"),
     "SVAE (sequential)": ("svae", "sequential"),
-    "RNN-MF": ("rnn_mf", None),
-    "RNN-AR-L": ("rnn_ar_l", None),
-    "RNN-AR-NL": ("rnn_ar_nl", None),
-    "CNN-AR-L": ("cnn_ar_l", None),
+    **{label: (model, None) for model, label in MODEL_LABELS.items() if model != "svae"},
 }
 
 

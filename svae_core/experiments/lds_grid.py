@@ -202,7 +202,8 @@ def claims(report_by_dir: dict, unmasked: list, masked: list) -> list[dict]:
                              "on every grid setting",
                     "paper": "\"the SVAE is the most consistent and achieves the highest ELBO\" "
                              "(Fig. 2, 20,000 steps)",
-                    "ours": f"{len(best)} of {len(rows)} settings at {steps} steps; SVAE "
+                    "ours": f"{len(best)} of {len(rows)} settings at "
+                            f"{', '.join(map(str, steps))} steps; SVAE "
                             f"{min(svae):.1f}–{max(svae):.1f}% of the null→true gap",
                     "reproduced": len(best) == len(rows)})
     head = _by_setting(report_by_dir.get("lds_grid_20k", [])).get("D3_N5_q0.1_r0.1", {})

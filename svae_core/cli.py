@@ -34,7 +34,7 @@ import numpy as np
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 1
-# learning rate and masking of the measurements quoted in the module docstring
+# TrainConfig's defaults (kept here so --help needs no JAX import; a test checks they agree)
 DEFAULT_LR = 3e-3
 DEFAULT_MASK_FRACTION = 0.0
 

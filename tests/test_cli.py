@@ -176,3 +176,13 @@ def test_summary_line_falls_back_to_the_training_elbo():
            "gap_fraction": None}
     assert summary_line(res, "out/r.json") == \
         "done: rnn_mf, 50 steps, train ELBO -1.235 ± 0.012 nats/step/dim, results in out/r.json"
+
+
+def test_cli_defaults_are_the_trainers():
+    """The CLI keeps its defaults as constants (its --help imports no JAX); they must be the
+    library's own."""
+    from svae_core import cli
+    from svae_core.training import TrainConfig
+
+    assert (cli.DEFAULT_LR, cli.DEFAULT_MASK_FRACTION) == (TrainConfig.learning_rate,
+                                                          TrainConfig.mask_fraction)

@@ -49,7 +49,7 @@ def test_random_block_masks_hide_one_contiguous_block():
 def trainer():
     y = small_data()
     cfg = TrainConfig(steps=40, batch_size=4, learning_rate=5e-3, warmup_steps=5, log_every=10,
-                      checkpoint_every=20)
+                      checkpoint_every=20, mask_fraction=0.4)  # masked: resume must replay masks
     return Trainer(build_model("svae", ModelConfig(2, 4, smoother=SMOOTHER)), y, cfg)
 
 

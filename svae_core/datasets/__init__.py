@@ -10,6 +10,9 @@ static-baseline ("null model") log-likelihoods.
 RK4 simulation of θ'' = −(g/l) sin θ − γθ' (friction γ ≥ 0, default 0: frictionless), a
 Gaussian-blob renderer, and the seeded train/test data set with the true angles and angular
 velocities.
+
+:mod:`.spiral`: the 2016 pinwheel data (5 arms, radial sd 0.3, tangential sd 0.05, rate 0.25,
+×10), seeded train/test splits with arm labels (Johnson et al. 2016, Fig. 1).
 """
 
 from svae_core.datasets.lds import (
@@ -41,6 +44,12 @@ from svae_core.datasets.pendulum import (
     render_frames,
     simulate_pendulum,
 )
+from svae_core.datasets.spiral import (
+    SpiralBenchmark,
+    SpiralData,
+    make_spiral_dataset,
+    spiral_points,
+)
 
 __all__ = [
     "LDS_APPENDIX",
@@ -51,9 +60,12 @@ __all__ = [
     "LinearGaussianSSM",
     "PendulumBenchmark",
     "PendulumData",
+    "SpiralBenchmark",
+    "SpiralData",
     "lds_setting",
     "make_lds_benchmark",
     "make_pendulum_dataset",
+    "make_spiral_dataset",
     "missing_span_mask",
     "observation_log_constant",
     "pendulum_energy",
@@ -66,6 +78,7 @@ __all__ = [
     "sample_observations",
     "sample_ssm",
     "simulate_pendulum",
+    "spiral_points",
     "ssm_log_likelihood",
     "static_null_log_likelihood",
 ]

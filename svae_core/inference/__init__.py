@@ -1,9 +1,16 @@
 """Exact inference routines.
 
 Gaussian chains (LDS priors with Gaussian potentials) live in :mod:`.lds`, built on the small
-dense kernels of :mod:`.linalg` and the blocked prefix scan of :mod:`.scan`.
+dense kernels of :mod:`.linalg` and the blocked prefix scan of :mod:`.scan`. :mod:`.expected_prior`
+turns a mean-field q(θ)'s expected dynamics statistics into a prior, potentials and a constant
+for the same smoother.
 """
 
+from svae_core.inference.expected_prior import (
+    ExpectedLDSPrior,
+    add_potentials,
+    expected_lds_prior,
+)
 from svae_core.inference.lds import (
     METHODS,
     GaussianPotentials,
@@ -19,10 +26,13 @@ from svae_core.inference.lds import (
 
 __all__ = [
     "METHODS",
+    "ExpectedLDSPrior",
     "GaussianPotentials",
     "LDSFiltered",
     "LDSPosterior",
     "LDSPrior",
+    "add_potentials",
+    "expected_lds_prior",
     "lds_filter",
     "lds_log_prob",
     "lds_sample",

@@ -2,12 +2,14 @@ r"""Exact inference in a linear-Gaussian chain with Gaussian potentials (informa
 
 The model, stated once for every routine in this module::
 
-    prior      p(x) = N(x_1 | m1, Q1) ∏_{t=1}^{T-1} N(x_{t+1} | A x_t + b, Q)
+    prior      p(x) = N(x_1 | m1, Q1) ∏_{t=1}^{T-1} N(x_{t+1} | A_t x_t + b_t, Q_t)
     potentials φ_t(x_t) = exp(h_t·x_t − ½ x_tᵀ J_t x_t),   t = 1..T
     posterior  q(x) ∝ p(x) ∏_t φ_t(x_t)
     log_normalizer = log E_{p(x)}[∏_t φ_t(x_t)]   (φ carries no normalising constant)
 
-``x_t ∈ R^D``. A recognition network (or an observation model) supplies (J_t, h_t); J_t is
+``x_t ∈ R^D``. The dynamics are time-invariant (A_t = A, b_t = b, Q_t = Q: arrays (D, D), (D,),
+(D, D)) or time-varying (a leading T−1 axis, entry t−1 for the step x_t → x_{t+1}); see
+:class:`LDSPrior`. A recognition network (or an observation model) supplies (J_t, h_t); J_t is
 symmetric positive semi-definite, dense (T, D, D) or diagonal (T, D). ``J_t = 0, h_t = 0``
 means "step t unobserved" and is handled exactly: such a step leaves the posterior equal to
 prior propagation and adds exactly 0 to the log-normalizer. An all-missing sequence returns
@@ -51,6 +53,11 @@ class LDSPrior(NamedTuple):
 
     m1: (D,) initial mean.  Q1: (D, D) initial covariance (positive definite).
     A: (D, D) dynamics.  b: (D,) dynamics offset.  Q: (D, D) dynamics noise covariance (PD).
+
+    Time-varying dynamics: any of A, b, Q may carry a leading axis of length T − 1 (A (T−1, D, D),
+    b (T−1, D), Q (T−1, D, D)); entry t−1 (0-based) governs x_{t+1} | x_t. It is detected by
+    ndim; the others are then broadcast along it. T is the potentials' length, so a
+    time-varying prior fixes T. Time-invariant dynamics keep their own, cheaper code path.
     """
 
     m1: jax.Array
@@ -130,6 +137,11 @@ def _validate(prior, potentials, method):
         raise ValueError(f"LDSPrior.m1 must have shape (D,), got {shapes['m1']}")
     dim = shapes["m1"][0]
     expected = {"m1": (dim,), "Q1": (dim, dim), "A": (dim, dim), "b": (dim,), "Q": (dim, dim)}
+    # Time-varying dynamics: A, b or Q with one more axis than expected; its length is T − 1.
+    varying = [k for k in ("A", "b", "Q") if len(shapes[k]) == len(expected[k]) + 1]
+    steps = shapes[varying[0]][0] if varying else None
+    for k in varying:
+        expected[k] = (steps, *expected[k])
     bad = {k: s for k, s in shapes.items() if s != expected[k]}
     if bad:
         got = ", ".join(f"{k}={s}" for k, s in shapes.items())
@@ -148,10 +160,17 @@ def _validate(prior, potentials, method):
             f"GaussianPotentials.J must have shape (T, D, D)=({T}, {dim}, {dim}) or diagonal "
             f"(T, D)=({T}, {dim}) to match h={h_shape}, got J={J_shape}"
         )
+    if varying and steps != T - 1:
+        got = ", ".join(f"{k}={shapes[k]}" for k in varying)
+        raise ValueError(f"time-varying LDSPrior dynamics need a leading axis of length "
+                         f"T-1={T - 1} for potentials of length T={T} (h={h_shape}), got {got}")
     dtype = jnp.result_type(*prior, J, h, jnp.float32)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"inputs must be real floating point, got dtype {dtype}")
     prior = LDSPrior(*(jnp.asarray(v, dtype) for v in prior))
+    if varying:
+        prior = prior._replace(**{k: jnp.broadcast_to(getattr(prior, k), (steps, *expected[k]))
+                                  for k in ("A", "b", "Q") if k not in varying})
     J, h = jnp.asarray(J, dtype), jnp.asarray(h, dtype)
     if J.ndim == 2:
         J = J[:, :, None] * jnp.eye(dim, dtype=dtype)
@@ -173,15 +192,30 @@ def _parallel_scan(combine, elems, reverse=False):
 
 
 
+def _time_varying(prior):
+    """Whether the prior's dynamics carry a leading time axis (after :func:`_validate`)."""
+    return prior.A.ndim == 3
+
+
+def _update_predict(carry, potential, A, b, Q):
+    """Condition the prediction for x_t on φ_t, then predict x_{t+1} under (A, b, Q)."""
+    pred_mean, pred_cov = carry
+    mean, cov, log_z = condition_on_potential(pred_mean, pred_cov, *potential)
+    return (mm(A, mean) + b, symmetrize(mm(mm(A, cov), A.T)) + Q), (mean, cov, log_z)
+
+
 def _filter_sequential(prior, pots):
     A, b, Q = prior.A, prior.b, prior.Q
-
-    def step(carry, potential):
-        pred_mean, pred_cov = carry
-        mean, cov, log_z = condition_on_potential(pred_mean, pred_cov, *potential)
-        return (mm(A, mean) + b, symmetrize(mm(mm(A, cov), A.T)) + Q), (mean, cov, log_z)
-
-    _, (means, covs, log_zs) = lax.scan(step, (prior.m1, prior.Q1), pots)
+    if _time_varying(prior):
+        # Step t predicts x_{t+1} with dynamics t; the last step's prediction is discarded,
+        # so it gets zero dynamics.
+        pad = lambda x: jnp.concatenate([x, jnp.zeros((1, *x.shape[1:]), x.dtype)])
+        step = lambda carry, inputs: _update_predict(carry, *inputs)
+        inputs = (pots, pad(A), pad(b), pad(Q))
+    else:
+        step = lambda carry, potential: _update_predict(carry, potential, A, b, Q)
+        inputs = pots
+    _, (means, covs, log_zs) = lax.scan(step, (prior.m1, prior.Q1), inputs)
     return means, covs, log_zs
 
 
@@ -234,10 +268,15 @@ def _combine_filter_elements(earlier, later):
 
 def _filter_parallel(prior, pots):
     T, dim = pots.h.shape
-    steps = lambda first, rest: jnp.concatenate([first[None], jnp.broadcast_to(rest, (T - 1,
-                                                                                     *rest.shape))])
+    if _time_varying(prior):
+        steps = lambda first, rest: jnp.concatenate([first[None], rest])
+        no_dynamics = jnp.zeros(prior.A.shape[1:], prior.A.dtype)
+    else:
+        steps = lambda first, rest: jnp.concatenate([first[None], jnp.broadcast_to(
+            rest, (T - 1, *rest.shape))])
+        no_dynamics = jnp.zeros_like(prior.A)
     elements = jax.vmap(_filter_element)(
-        steps(jnp.zeros_like(prior.A), prior.A),
+        steps(no_dynamics, prior.A),
         steps(prior.m1, prior.b),
         steps(prior.Q1, prior.Q),
         pots.J,
@@ -265,19 +304,26 @@ def _backward_elements(prior, filt_means, filt_covs):
     with M = I + Σ_f AᵀQ⁻¹A,  E = M⁻¹Σ_f AᵀQ⁻¹,  I − EA = M⁻¹,  g = M⁻¹μ_f − E b,
     L = M⁻¹Σ_f. This never forms μ_f − E(Aμ_f + b), a difference of nearly equal terms
     whenever Σ_f ≫ Q (long missing stretches), so float32 keeps its digits there.
+    Time-varying dynamics use (A_t, b_t, Q_t) at step t.
     """
     A, b, Q = prior.A, prior.b, prior.Q
-    dim = b.shape[0]
-    Q_inv_A = inv(Q) @ A
-    dyn_precision = symmetrize(A.T @ Q_inv_A)  # AᵀQ⁻¹A
+    dim = b.shape[-1]
 
-    def element(mean, cov):
+    def element(mean, cov, Q_inv_A, dyn_precision, b):
         M_inv = inv(jnp.eye(dim, dtype=b.dtype) + mm(cov, dyn_precision))
         M_inv_cov = mm(M_inv, cov)
         gain = mm(M_inv_cov, Q_inv_A.T)  # Σ_f Aᵀ (AΣ_fAᵀ + Q)⁻¹ by Woodbury
         return gain, mm(M_inv, mean) - mm(gain, b), symmetrize(M_inv_cov)
 
-    E, g, L = jax.vmap(element)(filt_means[:-1], filt_covs[:-1])
+    if _time_varying(prior):
+        Q_inv_A = jax.vmap(inv)(Q) @ A
+        dyn_precision = symmetrize(jnp.swapaxes(A, -1, -2) @ Q_inv_A)  # A_tᵀQ_t⁻¹A_t
+        E, g, L = jax.vmap(element)(filt_means[:-1], filt_covs[:-1], Q_inv_A, dyn_precision, b)
+    else:
+        Q_inv_A = inv(Q) @ A
+        dyn_precision = symmetrize(A.T @ Q_inv_A)  # AᵀQ⁻¹A
+        E, g, L = jax.vmap(lambda mean, cov: element(mean, cov, Q_inv_A, dyn_precision, b))(
+            filt_means[:-1], filt_covs[:-1])
     return _BackwardElements(
         jnp.concatenate([E, jnp.zeros((1, dim, dim), b.dtype)]),
         jnp.concatenate([g, filt_means[-1:]]),
@@ -409,7 +455,8 @@ def lds_smoother_and_sample(
 
 @jax.jit
 def lds_log_prob(prior: LDSPrior, x: jax.Array):
-    """log p(x_{1:T}) under the LDS prior, for a trajectory x of shape (T, D)."""
+    """log p(x_{1:T}) under the LDS prior (time-invariant or time-varying), for a trajectory x
+    of shape (T, D)."""
     prior, _ = _validate(prior, GaussianPotentials(jnp.zeros_like(x), jnp.zeros_like(x)),
                          "sequential")
 
@@ -420,7 +467,11 @@ def lds_log_prob(prior: LDSPrior, x: jax.Array):
         return -0.5 * (jnp.sum(z**2, axis=0) + logdet + x.shape[-1] * jnp.log(2 * jnp.pi))
 
     first = log_normal(x[:1], prior.m1, prior.Q1)
-    rest = log_normal(x[1:], x[:-1] @ prior.A.T + prior.b, prior.Q)
+    if _time_varying(prior):
+        means = jnp.einsum("tij,tj->ti", prior.A, x[:-1]) + prior.b
+        rest = jax.vmap(lambda v, m, c: log_normal(v[None], m, c)[0])(x[1:], means, prior.Q)
+    else:
+        rest = log_normal(x[1:], x[:-1] @ prior.A.T + prior.b, prior.Q)
     return jnp.sum(first) + jnp.sum(rest)
 
 

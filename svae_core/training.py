@@ -14,6 +14,50 @@ the same as on one device up to float32 rounding (sums over a split batch add in
 Self-supervised masking (Zhao & Linderman 2023, §3.3): at every step each training sequence
 gets one random contiguous hidden block of length uniform in {0, …, ⌊mask_fraction·T⌋};
 the encoder does not see it, the loss still reconstructs it.
+
+**Other model families: a** :class:`TrainingTask`. The five sequence models train through
+their flax ``init``/``apply`` and :func:`batch_elbo` on sequences (S, T, N) with Adam
+(:func:`default_optimizer`). A family that does not fit that mould (data that are not
+sequences, trainable state that is not only flax parameters, another optimiser) passes
+``Trainer(None, data, config, task=TrainingTask(init, loss, optimizer, data_size))``:
+
+* ``init(key, data) -> params``: the run's whole trainable pytree, e.g.
+  ``{"networks": flax_params, "globals": GMMGlobals(...)}``; ``data`` is the training data.
+* ``loss(params, batch, key, step) -> (loss, metrics)``: a scalar to minimise on a minibatch
+  ``batch`` (``batch_size`` entries drawn without replacement along the leading axis of every
+  leaf of ``data``, an array or a pytree of arrays; e.g. points (B, P)), with ``key`` for its
+  noise and ``step`` (int) the global step. ``metrics``: a dict (or NamedTuple) of scalars
+  holding at least "elbo", "reconstruction" and "kl", which the history records and the NaN
+  guard checks (as it checks the gradient norm).
+* ``optimizer(learning_rate, config, params) -> optax.GradientTransformation``: built anew
+  in every step from the run's ``learning_rate`` (traced under vmap) and ``params`` (to
+  derive ``multi_transform`` labels); default :func:`default_optimizer` (clip + Adam).
+* ``data_size``: the N that the loss (and the natural-gradient step sizes) are normalised
+  by; the Trainer refuses data whose leading axis differs (None: unchecked).
+
+A run's ``learning_rate`` (:class:`RunState`) is then whatever pytree of per-run rates the
+task's optimizer reads, e.g. ``{"adam": 3e-3, "natural": 1.0}`` for Adam on the networks and
+natural-gradient SVI (:func:`svae_core.natgrad.natural_gradient`) on the conjugate globals;
+``init_runs(seeds, learning_rates)`` takes one such pytree per run (None: the scalar
+``config.learning_rate``), so seeds × step sizes are one vmapped program. Convention for
+natural steps: store the SVI step ρ of Hoffman et al. (2013) and let the optimizer multiply
+it by the loss's normaliser (``data_size`` for a per-point loss; see natgrad's "Scale"),
+so ρ = 1 with a full batch lands on the conjugate posterior. Sketch (GMM-SVAE)::
+
+    labels = {"networks": "adam", "globals": GMMGlobals("dirichlet", "niw")}  # a prefix
+    def optimizer(rates, config, params):
+        step = rates["natural"] * num_data  # the loss is the negative ELBO per point
+        return optax.multi_transform({
+            "adam": default_optimizer(rates["adam"], config),
+            "niw": natural_gradient(niw.log_partition, step, batch_dims=1,
+                                    member_type=niw.NIWNatural),
+            "dirichlet": natural_gradient(dirichlet.log_partition, step,
+                                          member_type=DirichletNatural)}, labels)
+
+(``member_type`` because GMMGlobals is itself a NamedTuple.) With a task,
+``mask_fraction`` must be 0 and ``observed`` None (they belong to the sequence path); the
+minibatch draw, per-run keys, vmapped runs, sharding over :func:`device_mesh` (the batch
+axis of every data leaf is split), checkpoints, history and the NaN guard are shared.
 """
 
 from __future__ import annotations
@@ -23,6 +67,7 @@ import functools
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -79,7 +124,10 @@ class TrainConfig:
 
 
 class RunState(NamedTuple):
-    """Per-run training state; in a batch of runs every leaf has a leading run axis."""
+    """Per-run training state; in a batch of runs every leaf has a leading run axis.
+
+    learning_rate: Adam's peak rate (float32 scalar); with a :class:`TrainingTask`, the
+    pytree of per-run rates its optimizer reads (in the default float dtype)."""
 
     params: Any
     opt_state: Any
@@ -165,9 +213,35 @@ def learning_rate_schedule(learning_rate, config: TrainConfig):
     return optax.join_schedules([warm, decay], [config.lr_decay_start])
 
 
-def _optimizer(learning_rate, config):
+def default_optimizer(learning_rate, config: TrainConfig) -> optax.GradientTransformation:
+    """The sequence models' optimiser: global-norm clipping at ``config.clip_norm``, then Adam
+    at :func:`learning_rate_schedule` (peak ``learning_rate``, a scalar, traced per run)."""
     schedule = learning_rate_schedule(learning_rate, config)
     return optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(schedule))
+
+
+_optimizer = default_optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingTask:
+    """How a model family that is not a sequence model trains (module docstring).
+
+    init: (key, data) -> params, the run's trainable pytree.
+    loss: (params, batch, key, step) -> (scalar loss, metrics with "elbo", "reconstruction",
+        "kl" scalars); batch: ``batch_size`` entries along the leading axis of every data leaf.
+    optimizer: (learning_rate, config, params) -> optax.GradientTransformation; learning_rate
+        is the run's :attr:`RunState.learning_rate` pytree.
+    data_size: N, the leading size the loss is normalised for (None: not checked).
+    """
+
+    init: Callable
+    loss: Callable
+    optimizer: Callable = default_optimizer
+    data_size: int | None = None
+
+
+_REQUIRED_METRICS = ("elbo", "reconstruction", "kl")
 
 
 def random_block_masks(key, num_sequences, num_timesteps, max_fraction):
@@ -194,14 +268,22 @@ class Trainer:
     """Compiles and runs training for one model, one data set and a batch of runs.
 
     Args:
-        model: a flax module following :mod:`svae_core.models.base`'s contract.
-        y_train: (S, T, N) training sequences.
+        model: a flax module following :mod:`svae_core.models.base`'s contract (with a
+            ``task``: anything, kept as ``self.model``, e.g. None).
+        y_train: (S, T, N) training sequences; with a ``task``, its data: an array or a
+            pytree of arrays sharing a leading axis of size S >= batch_size.
         config: :class:`TrainConfig`.
         observed: optional (S, T) bool; False marks steps that were never observed (hidden
-            from the encoder and left out of the reconstruction).
+            from the encoder and left out of the reconstruction). Sequence models only.
+        task: optional :class:`TrainingTask`; None trains ``model`` as a sequence model.
     """
 
-    def __init__(self, model, y_train, config: TrainConfig, observed=None):
+    def __init__(self, model, y_train, config: TrainConfig, observed=None, *,
+                 task: TrainingTask | None = None):
+        self.task = task
+        if task is not None:
+            self._init_task(model, y_train, config, observed)
+            return
         y_train = jnp.asarray(y_train)
         if y_train.ndim != 3:
             raise ValueError(f"y_train must have shape (sequences, T, N), got {y_train.shape}")
@@ -215,6 +297,9 @@ class Trainer:
                 raise ValueError(f"observed must have shape {y_train.shape[:2]}, "
                                  f"got {observed.shape}")
         self.model, self.y, self.config, self.observed = model, y_train, config, observed
+        self._compile()
+
+    def _compile(self):
         self._chunk = jax.jit(
             jax.vmap(self._run_chunk, in_axes=(0, None, None)),
             static_argnums=2,
@@ -222,11 +307,50 @@ class Trainer:
         )
         self._sharded_chunks = {}  # Mesh -> the program of _sharded_chunk(mesh)
 
+    def _init_task(self, model, data, config, observed):
+        if observed is not None:
+            raise ValueError("observed is for sequence models; a task's loss handles its own "
+                             "missing data")
+        if config.mask_fraction:
+            raise ValueError("mask_fraction is for sequence models; with a task it must be 0, "
+                             f"got {config.mask_fraction}")
+        data = jax.tree.map(jnp.asarray, data)
+        sizes = {x.shape[0] if x.ndim else None for x in jax.tree.leaves(data)}
+        if len(sizes) != 1 or None in sizes:
+            raise ValueError("the task's data must be arrays sharing a leading axis, got "
+                             f"shapes {[x.shape for x in jax.tree.leaves(data)]}")
+        (size,) = sizes
+        if config.batch_size > size:
+            raise ValueError(f"batch_size {config.batch_size} exceeds the {size} training points")
+        if self.task.data_size is not None and self.task.data_size != size:
+            raise ValueError(f"the task is normalised for data_size {self.task.data_size}, "
+                             f"but the data hold {size}")
+        self.model, self.y, self.config, self.observed = model, data, config, None
+        self._compile()
+
+    @property
+    def num_data(self) -> int:
+        """Number of training sequences (or, with a task, data points)."""
+        return jax.tree.leaves(self.y)[0].shape[0]
+
+    def _make_optimizer(self, learning_rate, params):
+        if self.task is None:
+            return _optimizer(learning_rate, self.config)
+        return self.task.optimizer(learning_rate, self.config, params)
+
     # ------------------------------------------------------------------ per-run functions
 
-    def init_state(self, seed: int, learning_rate: float | None = None) -> RunState:
+    def init_state(self, seed: int, learning_rate: Any = None) -> RunState:
+        """The state of run (seed, learning_rate): a float (Adam's rate), or with a task the
+        pytree of rates its optimizer reads; None: ``config.learning_rate``."""
         key = jax.random.PRNGKey(seed)
         k_init, k_apply, k_run = jax.random.split(key, 3)
+        if self.task is not None:
+            params = self.task.init(k_init, self.y)
+            rates = self.config.learning_rate if learning_rate is None else learning_rate
+            dtype = jnp.result_type(float)
+            lr = jax.tree.map(lambda v: jnp.asarray(v, dtype), rates)
+            return RunState(params, self._make_optimizer(lr, params).init(params), k_run, lr)
         S, T, _ = self.y.shape
         params = self.model.init(k_init, self.y[0], jnp.ones(T, bool), k_apply)
         lr = jnp.asarray(self.config.learning_rate if learning_rate is None else learning_rate,
@@ -242,7 +366,27 @@ class Trainer:
         states = [self.init_state(s, lr) for s, lr in zip(seeds, lrs, strict=True)]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
+    def _task_loss(self, params, step_key, step, mesh=None):
+        k_batch, k_loss = jax.random.split(step_key)
+        idx = jax.random.choice(k_batch, self.num_data, (self.config.batch_size,),
+                                replace=False)
+        batch = jax.tree.map(lambda x: x[idx], self.y)
+        if mesh is not None:  # every leaf split on its batch axis
+            batch = jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, P(BATCH_AXIS)))
+        loss, metrics = self.task.loss(params, batch, k_loss, step)
+        metrics = dict(metrics._asdict() if hasattr(metrics, "_asdict") else metrics)
+        missing = [name for name in _REQUIRED_METRICS if name not in metrics]
+        if missing:
+            raise ValueError(f"the task's loss must report the metrics {missing}")
+        shaped = {name: jnp.shape(v) for name, v in metrics.items() if jnp.ndim(v)}
+        if shaped or jnp.ndim(loss):
+            raise ValueError("the task's loss and metrics must be scalars (they are kept for "
+                             f"every step), got shapes {shaped or jnp.shape(loss)}")
+        return loss, metrics
+
     def _loss(self, params, step_key, step, mesh=None):
+        if self.task is not None:
+            return self._task_loss(params, step_key, step, mesh)
         cfg = self.config
         S, T, _ = self.y.shape
         k_batch, k_mask, k_elbo = jax.random.split(step_key, 3)
@@ -261,11 +405,12 @@ class Trainer:
         grads, terms = jax.grad(loss, has_aux=True)(
             state.params, jax.random.fold_in(state.key, step), step
         )
-        updates, opt_state = _optimizer(state.learning_rate, self.config).update(
+        updates, opt_state = self._make_optimizer(state.learning_rate, state.params).update(
             grads, state.opt_state, state.params
         )
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(terms._asdict(), grad_norm=optax.tree.norm(grads))
+        metrics = dict(terms if isinstance(terms, dict) else terms._asdict(),
+                       grad_norm=optax.tree.norm(grads))
         return state._replace(params=params, opt_state=opt_state), metrics
 
     def _run_chunk(self, state, first_step, length, mesh=None):
@@ -391,7 +536,9 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "TrainingDivergedError",
+    "TrainingTask",
     "batch_elbo",
+    "default_optimizer",
     "device_mesh",
     "learning_rate_schedule",
     "load_checkpoint",

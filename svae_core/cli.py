@@ -306,7 +306,6 @@ def run_train(args) -> dict:
         CheckpointError,
         TrainConfig,
         TrainingDivergedError,
-        training_device_count,
     )
 
     _check_options(args)
@@ -358,10 +357,8 @@ def run_train(args) -> dict:
         "units": "nats per time step per observation dimension",
     }
     keys = ("train_elbo", "train_elbo_se", "test_elbo", "test_elbo_se", "true_mll", "null_ll",
-            "gap_fraction", "seconds_per_step", "history", "device")
+            "gap_fraction", "seconds_per_step", "num_devices", "history", "device")
     out.update({k: rec[k] for k in keys})
-    # devices the training was sharded over (jax.sharding; 1 on a single device)
-    out["num_devices"] = training_device_count(len(runs.records), train_config.batch_size)
     return out
 
 

@@ -220,9 +220,6 @@ def default_optimizer(learning_rate, config: TrainConfig) -> optax.GradientTrans
     return optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(schedule))
 
 
-_optimizer = default_optimizer
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainingTask:
     """How a model family that is not a sequence model trains (module docstring).
@@ -335,7 +332,7 @@ class Trainer:
 
     def _make_optimizer(self, learning_rate, params):
         if self.task is None:
-            return _optimizer(learning_rate, self.config)
+            return default_optimizer(learning_rate, self.config)
         return self.task.optimizer(learning_rate, self.config, params)
 
     # ------------------------------------------------------------------ per-run functions
@@ -355,7 +352,7 @@ class Trainer:
         params = self.model.init(k_init, self.y[0], jnp.ones(T, bool), k_apply)
         lr = jnp.asarray(self.config.learning_rate if learning_rate is None else learning_rate,
                          jnp.float32)
-        return RunState(params, _optimizer(lr, self.config).init(params), k_run, lr)
+        return RunState(params, default_optimizer(lr, self.config).init(params), k_run, lr)
 
     def init_runs(self, seeds, learning_rates=None) -> RunState:
         """Stack the initial states of runs (seed_i, learning_rate_i) on a leading axis."""

@@ -89,3 +89,22 @@ def dense_filtered(p, J, h):
         cov=np.stack([o["cov"][-1] for o in out]),
         log_normalizer=out[-1]["log_normalizer"],
     )
+
+
+def spd(rng, dim, scale=1.0):
+    """A random (dim, dim) symmetric positive definite matrix, scale·(AAᵀ/dim + I)."""
+    a = rng.normal(size=(dim, dim))
+    return scale * (a @ a.T / dim + np.eye(dim))
+
+
+def murphy_niw_posterior(m0, kappa0, S0, nu0, x):
+    """The NIW posterior (standard parameters m, kappa, S, nu) after observing the rows of x
+    (N, D): Murphy (2007), 'Conjugate Bayesian analysis of the Gaussian distribution',
+    eqs. 250-254."""
+    n = len(x)
+    xbar = x.mean(0)
+    scatter = (x - xbar).T @ (x - xbar)
+    kappa = kappa0 + n
+    m = (kappa0 * m0 + n * xbar) / kappa
+    S = S0 + scatter + kappa0 * n / kappa * np.outer(xbar - m0, xbar - m0)
+    return dict(m=m, kappa=kappa, S=S, nu=nu0 + n)

@@ -15,6 +15,7 @@ import optax
 import pytest
 import scipy.stats as st
 from jax.flatten_util import ravel_pytree
+from reference import murphy_niw_posterior, spd
 from scipy.special import digamma, gammaln, polygamma
 
 from svae_core.expfam import base, categorical, dirichlet, gaussian, mniw, niw
@@ -35,11 +36,6 @@ def x64():
 
 
 # ----------------------------------------------------------------------------- problems
-
-
-def spd(rng, dim, scale=1.0):
-    a = rng.normal(size=(dim, dim))
-    return scale * (a @ a.T / dim + np.eye(dim))
 
 
 def standard_params(family, seed=0):
@@ -393,17 +389,6 @@ def test_natural_gradient_is_fisher_inverse_times_gradient(family):
 
 
 # ----------------------------------------------------------------------------- conjugate models
-
-
-def murphy_niw_posterior(m0, kappa0, S0, nu0, x):
-    """Murphy (2007), 'Conjugate Bayesian analysis of the Gaussian distribution', eqs. 250-254."""
-    n = len(x)
-    xbar = x.mean(0)
-    scatter = (x - xbar).T @ (x - xbar)
-    kappa = kappa0 + n
-    m = (kappa0 * m0 + n * xbar) / kappa
-    S = S0 + scatter + kappa0 * n / kappa * np.outer(xbar - m0, xbar - m0)
-    return dict(m=m, kappa=kappa, S=S, nu=nu0 + n)
 
 
 def test_niw_one_natural_step_lands_on_exact_posterior():

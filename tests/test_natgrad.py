@@ -17,6 +17,7 @@ import numpy as np
 import optax
 import pytest
 from jax.flatten_util import ravel_pytree
+from reference import murphy_niw_posterior, spd
 from scipy.special import polygamma
 
 from svae_core.expfam import base, categorical, dirichlet, gaussian, mniw, niw
@@ -33,11 +34,6 @@ from svae_core.natgrad import (
 def x64():
     with jax.enable_x64(True):
         yield
-
-
-def spd(rng, dim, scale=1.0):
-    a = rng.normal(size=(dim, dim))
-    return scale * (a @ a.T / dim + np.eye(dim))
 
 
 def member(family, seed=0):
@@ -84,17 +80,6 @@ def niw_expected_loglik(eta, stats):
     return (-0.5 * jnp.sum(e.prec * stats.Phi) + e.prec_mean @ stats.km
             - 0.5 * stats.kappa * e.mean_prec_mean + 0.5 * stats.nu * e.logdet_prec
             - 0.5 * stats.nu * dim * math.log(2 * math.pi))
-
-
-def murphy_niw_posterior(m0, kappa0, S0, nu0, x):
-    """Murphy (2007), 'Conjugate Bayesian analysis of the Gaussian distribution', eqs. 250-254."""
-    n = len(x)
-    xbar = x.mean(0)
-    scatter = (x - xbar).T @ (x - xbar)
-    kappa = kappa0 + n
-    m = (kappa0 * m0 + n * xbar) / kappa
-    S = S0 + scatter + kappa0 * n / kappa * np.outer(xbar - m0, xbar - m0)
-    return dict(m=m, kappa=kappa, S=S, nu=nu0 + n)
 
 
 # ----------------------------------------------------------------------------- (1) F⁺g

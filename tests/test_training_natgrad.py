@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from reference import murphy_niw_posterior
 
 from svae_core.expfam import niw
 from svae_core.natgrad import natural_gradient
@@ -114,16 +115,6 @@ def seeds():
     return [seed for seed, _ in RUNS]
 
 
-def murphy_posterior(x, m, kappa, S, nu):
-    """Murphy (2007), 'Conjugate Bayesian analysis of the Gaussian distribution', §9."""
-    m0, n, xbar = m, len(x), x.mean(0)
-    scatter = (x - xbar).T @ (x - xbar)
-    kappa_n = kappa + n
-    return dict(m=(kappa * m0 + n * xbar) / kappa_n, kappa=kappa_n,
-                S=S + scatter + kappa * n / kappa_n * np.outer(xbar - m0, xbar - m0),
-                nu=nu + n)
-
-
 def natural(std):
     """NumPy NIW natural parameters (S + κmmᵀ, κm, κ, ν), flattened."""
     m, kappa, S, nu = std["m"], std["kappa"], std["S"], std["nu"]
@@ -156,7 +147,8 @@ def trained(tmp_path_factory):
 
 
 def test_one_natural_step_of_size_one_is_the_conjugate_posterior(trained):
-    post = murphy_posterior(trained["y"], **PRIOR)
+    post = murphy_niw_posterior(PRIOR["m"], PRIOR["kappa"], PRIOR["S"], PRIOR["nu"],
+                               trained["y"])
     target = natural(post)
     init, one, full = trained["init"], trained["one"].states, trained["full"].states
     assert init.params["globals"].Phi.dtype == jnp.float64

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import time
 from pathlib import Path
 
 from tqdm import tqdm  # text bars: tqdm.auto wants ipywidgets inside notebooks
@@ -121,23 +120,15 @@ def run_cell(setting, model: str, config: GridConfig, cache_dir=None,
 
 
 def run_grid(settings, models, config: GridConfig, cache_dir=None,
-             progress: bool | str = True) -> list[dict]:
-    """:func:`run_cell` for every (setting, model). progress: True for a tqdm bar over
-    cells, ``"lines"`` for one printed line per finished cell (for notebooks rendered into
-    the book, where a bar's redraws would be noise), False for silence."""
+             progress: bool = True) -> list[dict]:
+    """:func:`run_cell` for every (setting, model), with a tqdm bar over cells unless
+    ``progress`` is False."""
     cells = []
     todo = [(_setting(s), m) for s in settings for m in models]
-    bar = tqdm(todo, desc="LDS grid cells", unit="cell", disable=progress is not True)
+    bar = tqdm(todo, desc="LDS grid cells", unit="cell", disable=not progress)
     for setting, model in bar:
         bar.set_postfix_str(f"{setting.name} {model}")
-        t0 = time.perf_counter()
-        cell = run_cell(setting, model, config, cache_dir)
-        cells.append(cell)
-        if progress == "lines":
-            print(f"{setting.name:<18} {MODEL_LABELS[model]:<10} test ELBO "
-                  f"{cell['test_elbo']:8.4f} ± {cell['test_elbo_se']:.4f}  gap "
-                  f"{100 * cell['gap_fraction']:6.1f}%  ({time.perf_counter() - t0:.0f} s)",
-                  flush=True)
+        cells.append(run_cell(setting, model, config, cache_dir))
     return cells
 
 

@@ -71,7 +71,8 @@ def train_and_evaluate(
         :class:`TrainedRuns`; each record holds ``model``, ``seed``, ``learning_rate``,
         ``train_elbo`` (±``train_elbo_se``), ``test_elbo`` (±``test_elbo_se``), ``true_mll``,
         ``null_ll``, ``gap_fraction`` (None when unknown), ``seconds_per_step`` (all runs
-        together), ``history`` (step, elbo of this run) and ``device``.
+        together), ``num_devices`` (the devices the runs were sharded over), ``history`` (step,
+        elbo of this run) and ``device``.
     """
     y_train = np.asarray(y_train, np.float32)
     seeds = list(seeds)
@@ -107,7 +108,7 @@ def train_and_evaluate(
             "train_elbo": train_eval.mean, "train_elbo_se": train_eval.se,
             "test_elbo": None, "test_elbo_se": None,
             "true_mll": true_ll, "null_ll": null_ll, "gap_fraction": None,
-            "seconds_per_step": result.seconds_per_step,
+            "seconds_per_step": result.seconds_per_step, "num_devices": result.num_devices,
             "history": {"step": result.history["step"],
                         **{k: [row[i] for row in result.history[k]]
                            for k in ("elbo", "reconstruction", "kl")}},

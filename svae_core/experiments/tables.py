@@ -74,6 +74,23 @@ def lds_masking_table(unmasked, masked, models=MODEL_ORDER) -> str:
 # ----------------------------------------------------------------------------- pendulum
 
 
+def _shared_config(reports: dict) -> dict:
+    """The configuration reports ({name: report}) share, without ``seeds``; a field a report
+    lacks (written before the field existed) counts as its :class:`PendulumConfig` default.
+    Raises ValueError naming the report and the fields when they differ otherwise."""
+    defaults = dataclasses.asdict(PendulumConfig())
+    strip = lambda cfg: {k: v for k, v in {**defaults, **cfg}.items() if k != "seeds"}
+    (first, *rest) = reports.items()
+    base = strip(first[1]["config"])
+    for name, r in rest:
+        other = strip(r["config"])
+        if other != base:
+            diff = sorted(k for k in base.keys() | other.keys() if base.get(k) != other.get(k))
+            raise ValueError(f"report {name!r} differs in config fields {diff}; only seeds "
+                             "may differ")
+    return base
+
+
 def merge_reports(reports: list[dict]) -> dict:
     """One report from several ``benchmarks/pendulum.py`` reports (their JSON, loaded) that
     trained disjoint seeds under the same configuration otherwise, as if the seeds were
@@ -87,12 +104,7 @@ def merge_reports(reports: list[dict]) -> dict:
     reports do not hold the same cells."""
     if len(reports) < 2:
         raise ValueError("merge_reports needs at least two reports")
-    base = {k: v for k, v in reports[0]["config"].items() if k != "seeds"}
-    for r in reports[1:]:
-        other = {k: v for k, v in r["config"].items() if k != "seeds"}
-        if other != base:
-            diff = sorted(k for k in base.keys() | other.keys() if base.get(k) != other.get(k))
-            raise ValueError(f"reports differ in config fields {diff}; only seeds may differ")
+    base = _shared_config({i: r for i, r in enumerate(reports)})
     seeds = [s for r in reports for s in r["config"]["seeds"]]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds repeat across the reports: {seeds}")
@@ -218,50 +230,20 @@ def pendulum_report(report: dict, name: str = "report") -> str:
     return "\n".join(text)
 
 
-def amplitude_table(report: dict) -> str:
-    """Markdown table of a ``benchmarks/pendulum_amplitude.py`` report (its JSON, loaded): per
-    data set (largest initial angle), the D = 3 SVAE's held-out R² for the angle (sin θ, cos θ
-    and their mean) and the velocity, then the velocity R² within each third of the test
-    sequences by swing amplitude (initial amplitude, for rows with friction γ > 0)."""
-    cfg = report["config"]
-    lines = [f"SVAE, D = 3, {cfg['steps']} steps, lr {cfg['learning_rate']}, masking "
-             f"{cfg['mask_fraction']:g}; {report['device']}", "",
-             "| largest initial angle | R² angle | R² sin θ | R² cos θ | R² θ | R² velocity "
-             "| velocity R² by amplitude third |", "|---|---|---|---|---|---|---|"]
-    for r in report["rows"]:
-        thirds = "; ".join(f"{t['amplitude_deg'][0]:.0f}–{t['amplitude_deg'][1]:.0f}°: "
-                           f"{t['r2_velocity']:.3f}" for t in r["velocity_r2_by_amplitude_third"])
-        data = f"{r['max_angle_deg']:g}°"
-        if r.get("friction"):
-            data += f", friction {r['friction']:g} s⁻¹"
-        lines.append(f"| {data} | {r['r2_angle']:.3f} | {r['r2_sin']:.3f} | "
-                     f"{r['r2_cos']:.3f} | {_r2(r, 'r2_theta')} | {r['r2_velocity']:.3f} | "
-                     f"{thirds} |")
-    return "\n".join(lines)
-
-
 def combine_reports(reports: dict) -> dict:
     """One report from several ``benchmarks/pendulum.py`` reports ({command: report}) that
     trained different (model, D) cells under one configuration (seeds may differ): the
     canonical report a chapter renders. Its ``config`` is the shared one without ``seeds``;
     each cell keeps its ``per_seed`` rows; ``runs`` lists each command with its seeds.
 
-    A field a report lacks (written before the field existed) counts as its default.
     Raises ValueError when the configurations differ beyond ``seeds`` or a cell repeats."""
     if not reports:
         raise ValueError("combine_reports needs at least one report")
-    defaults = dataclasses.asdict(PendulumConfig())
-    strip = lambda cfg: {k: v for k, v in {**defaults, **cfg}.items() if k != "seeds"}
     first = next(iter(reports.values()))
-    base = strip(first["config"])
-    combined = {"config": base, "masked": [], "unmasked": [], "runs": [],
+    combined = {"config": _shared_config(reports), "masked": [], "unmasked": [], "runs": [],
                 "paper_table2": first.get("paper_table2", PAPER_TABLE2)}
     seen = set()
     for command, r in reports.items():
-        other = strip(r["config"])
-        if other != base:
-            diff = sorted(k for k in base.keys() | other.keys() if base.get(k) != other.get(k))
-            raise ValueError(f"{command!r} differs in config fields {diff}")
         for part in ("masked", "unmasked"):
             for c in r[part]:
                 key = (part, c["model"], c["latent_dim"])

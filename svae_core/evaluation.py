@@ -29,6 +29,7 @@ import numpy as np
 __all__ = [
     "ELBOAboveLikelihoodError",
     "ELBOEstimate",
+    "adjusted_rand_index",
     "audit_elbo_bound",
     "evaluate_elbo",
     "gap_fraction",
@@ -365,3 +366,47 @@ def linear_decoding_r2(features_train, targets_train, features_test, targets_tes
     varies = np.ptp(Y_te, axis=0) > 0
     r2 = np.where(varies, 1.0 - sse / np.where(varies, sst, 1.0), np.nan)
     return float(r2[0]) if single_tr else r2
+
+
+def adjusted_rand_index(labels_true, labels_pred) -> float:
+    """Adjusted Rand index of two partitions of the same N points (Hubert & Arabie, 1985).
+
+    The Rand index counts the pairs of points that both partitions treat alike (together in
+    both, or apart in both); the adjusted index subtracts its expectation when the two
+    partitions are drawn at random with their cluster sizes fixed (hypergeometric model) and
+    rescales, so 1 = identical partitions up to relabelling, ≈ 0 = chance agreement, negative
+    = less than chance. From the contingency table n_ij (points in cluster i of one and j of
+    the other), with a_i, b_j its row and column sums and C(x) = x(x − 1)/2::
+
+        ARI = (Σ_ij C(n_ij) − E) / (½(Σ_i C(a_i) + Σ_j C(b_j)) − E),
+        E   = Σ_i C(a_i) · Σ_j C(b_j) / C(N).
+
+    The denominator vanishes only when both partitions are one cluster or both are all
+    singletons (or N < 2); the partitions then agree and the index is 1.0.
+
+    Args:
+        labels_true, labels_pred: (N,) cluster labels, any integer values (only equality
+            matters, so the result is invariant to relabelling), N ≥ 1.
+    Returns:
+        float in [−1, 1]; symmetric in its arguments.
+    Raises:
+        ValueError: unless both are 1-D of the same length N ≥ 1.
+    """
+    a, b = np.asarray(labels_true), np.asarray(labels_pred)
+    if a.ndim != 1 or b.ndim != 1 or a.shape != b.shape or a.size == 0:
+        raise ValueError(f"need two label arrays of the same shape (N,), N >= 1; got "
+                         f"{a.shape} and {b.shape}")
+    _, a = np.unique(a, return_inverse=True)
+    _, b = np.unique(b, return_inverse=True)
+    table = np.zeros((a.max() + 1, b.max() + 1), np.int64)
+    np.add.at(table, (a, b), 1)
+
+    def pairs(counts):  # Σ C(count, 2) as an exact Python integer
+        return int(np.sum(counts * (counts - 1) // 2))
+
+    index, rows, cols = pairs(table), pairs(table.sum(axis=1)), pairs(table.sum(axis=0))
+    total = a.size * (a.size - 1) // 2
+    if (rows == cols == total) or (rows == cols == 0):  # one cluster each, or all singletons
+        return 1.0
+    expected = rows * cols / total  # exact integer product, one rounding
+    return float((index - expected) / (0.5 * (rows + cols) - expected))

@@ -220,6 +220,46 @@ def natural_gradient(log_partition: Callable, step_size: float | optax.Schedule 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+class HaltState(NamedTuple):
+    """inner: the wrapped transformation's state. count: () int32 updates proposed so far.
+    halted_at: () int32, the update count at which a proposal first left the domain
+    (−1 while every update has stayed inside)."""
+
+    inner: optax.OptState
+    count: jax.Array
+    halted_at: jax.Array
+
+
+def halt_outside_domain(inner: optax.GradientTransformation,
+                        is_valid: Callable) -> optax.GradientTransformation:
+    """Wrap ``inner`` so that a run stops at its last valid parameters instead of leaving
+    the domain: the first update whose result fails ``is_valid(params + update)`` (a scalar
+    bool, e.g. built from :func:`in_domain`) is replaced by zero, and so is every later one;
+    ``HaltState.halted_at`` records when. A vmapped batch of runs keeps its other runs going
+    (one run's NaNs would otherwise stop the whole program), and the halted run's ELBO stays
+    finite at its last valid value. Nothing is rescaled: a run either takes ``inner``'s
+    update or stops, so counting halted runs counts the runs ``inner`` drives out.
+    """
+
+    def init_fn(params):
+        return HaltState(inner.init(params), jnp.zeros([], jnp.int32),
+                         jnp.full([], -1, jnp.int32))
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("halt_outside_domain needs params")
+        new_updates, new_inner = inner.update(updates, state.inner, params)
+        ok = (state.halted_at < 0) & is_valid(optax.apply_updates(params, new_updates))
+        keep = partial(jax.tree_util.tree_map, lambda a, b: jnp.where(ok, a, b))
+        updates_out = jax.tree_util.tree_map(lambda u: jnp.where(ok, u, jnp.zeros_like(u)),
+                                             new_updates)
+        halted_at = jnp.where((state.halted_at < 0) & ~ok, state.count, state.halted_at)
+        return updates_out, HaltState(keep(new_inner, state.inner),
+                                      optax.safe_increment(state.count), halted_at)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 # ---------------------------------------------------------------------- the domain of η
 
 
@@ -297,9 +337,11 @@ def _domain_check(name: str, batch_dims: int):
 
 
 __all__ = [
+    "HaltState",
     "NaturalGradientState",
     "fisher_matrix",
     "fisher_solve",
+    "halt_outside_domain",
     "in_domain",
     "natural_gradient",
 ]

@@ -11,10 +11,20 @@ and its natural-parameter convention stated in its docstring:
 * :mod:`.mniw` — matrix-normal-inverse-Wishart on dynamics (A, Σ), packed (S + MKMᵀ, MK, K, ν).
 
 :mod:`.base` holds the family-independent algebra (∇A as expected statistics, KL as a
-Bregman divergence, the conjugate natural gradient); :mod:`.wishart` the Bartlett sampler.
+Bregman divergence, the conjugate natural gradient); :mod:`.wishart` the Bartlett sampler;
+:mod:`.unconstrained` maps Dirichlet and NIW members to free coordinates (for Adam).
 """
 
-from svae_core.expfam import base, categorical, dirichlet, gaussian, mniw, niw, wishart
+from svae_core.expfam import (
+    base,
+    categorical,
+    dirichlet,
+    gaussian,
+    mniw,
+    niw,
+    unconstrained,
+    wishart,
+)
 from svae_core.expfam.base import (
     conjugate_elbo,
     expected_stats,
@@ -52,5 +62,6 @@ __all__ = [
     "natural_gradient",
     "natural_gradient_step",
     "niw",
+    "unconstrained",
     "wishart",
 ]

@@ -85,6 +85,7 @@ from svae_core.expfam.niw import NIWExpectedStats, NIWNatural
 from svae_core.inference import GaussianPotentials
 
 FIXED_POINT_GRADIENTS = ("implicit", "one_step")
+GLOBAL_GRADIENTS = ("both", "first")
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -101,7 +102,11 @@ class GMMSVAEConfig:
     y = Cx + d + N(0, diag v) instead of the MLP (the reconstruction term is then in closed
     form). meanfield_tol, meanfield_max_iter: stop the local coordinate ascent when
     max_k |Δr_k| < tol or after this many sweeps. fixed_point_gradient: "implicit" or
-    "one_step" (module docstring). variance_floor: added to the decoder's softplus variance.
+    "one_step" (module docstring). global_gradient: "both" differentiates the objective in the
+    global natural parameters through the local optimum too (both terms of Eq. 4 after
+    :func:`svae_core.natgrad.natural_gradient`); "first" stops that path, which leaves Eq. 4's
+    first term η₀ + (N/|B|)E[t] − η only (the 2016 code's update). variance_floor: added to
+    the decoder's softplus variance.
     """
 
     latent_dim: int = 2
@@ -114,6 +119,7 @@ class GMMSVAEConfig:
     meanfield_tol: float = 1e-5
     meanfield_max_iter: int = 100
     fixed_point_gradient: str = "implicit"
+    global_gradient: str = "both"
     variance_floor: float = 1e-6
 
     def __post_init__(self):
@@ -123,6 +129,9 @@ class GMMSVAEConfig:
         if self.fixed_point_gradient not in FIXED_POINT_GRADIENTS:
             raise ValueError(f"fixed_point_gradient must be one of {FIXED_POINT_GRADIENTS}, "
                              f"got {self.fixed_point_gradient!r}")
+        if self.global_gradient not in GLOBAL_GRADIENTS:
+            raise ValueError(f"global_gradient must be one of {GLOBAL_GRADIENTS}, "
+                             f"got {self.global_gradient!r}")
         if self.meanfield_max_iter < 1 or self.meanfield_tol < 0:
             raise ValueError("meanfield_max_iter must be >= 1 and meanfield_tol >= 0")
         object.__setattr__(self, "encoder_hidden", tuple(self.encoder_hidden))
@@ -363,7 +372,7 @@ def local_meanfield(stats: GlobalExpectedStats, potential: GaussianPotentials, *
     if gradient not in FIXED_POINT_GRADIENTS:
         raise ValueError(f"gradient must be one of {FIXED_POINT_GRADIENTS}, got {gradient!r}")
     K = stats.log_pi.shape[-1]
-    resp0 = jnp.full((K,), 1.0 / K, potential.h.dtype)
+    resp0 = jnp.full((K,), 1.0 / K, jnp.result_type(potential.h, stats.niw.prec))
     params = (stats, potential)
     if gradient == "implicit":
         resp_star, iters = _fixed_point_implicit(params, resp0, tol, max_iter)
@@ -578,7 +587,9 @@ class GMMSVAE(nn.Module):
         """Per-point ELBO_n = E_q[log p(y_n | x_n)] − E_{q(θ)} KL(q(z_n)q(x_n) ‖ p(z_n, x_n | θ))
         given expected statistics of q(θ) (:func:`expected_global_stats`, or
         :func:`point_mass_stats` for a fixed θ)."""
-        post = self.local_posterior(y, stats, potentials)
+        local_stats = stats if self.config.global_gradient == "both" \
+            else jax.lax.stop_gradient(stats)
+        post = self.local_posterior(y, local_stats, potentials)
         recon = self.expected_log_likelihood(y, post, key, num_samples)
         kl = batch_local_kl(post, stats)
         return LocalTerms(recon - kl, recon, kl, post.responsibilities, post)
@@ -607,7 +618,7 @@ class GMMSVAE(nn.Module):
                                     potentials).responsibilities
 
 
-__all__ = ["FIXED_POINT_GRADIENTS", "GMMELBOTerms", "GMMGlobals", "GMMSVAE", "GMMSVAEConfig",
+__all__ = ["FIXED_POINT_GRADIENTS", "GLOBAL_GRADIENTS", "GMMELBOTerms", "GMMGlobals", "GMMSVAE", "GMMSVAEConfig",
            "GaussianMoments", "GlobalExpectedStats", "LinearDecoder", "LocalPosterior",
            "LocalTerms", "MLPDecoder", "PotentialEncoder", "batch_local_kl",
            "batch_local_meanfield", "diagonal_gaussian_log_prob", "expected_global_stats",

@@ -367,7 +367,7 @@ def evaluate_vae(states, history, bench: SpiralBenchmark, settings: SpiralSettin
     num_arms = int(bench.train.labels.max()) + 1
     rows = []
     for i, seed in enumerate(settings.seeds):
-        nets = jax.tree.map(lambda x: x[i], states.params["networks"])
+        nets = jax.tree.map(lambda x, i=i: x[i], states.params["networks"])
         terms = model.apply(nets, jnp.asarray(bench.test.points), stats,
                             jax.random.PRNGKey(10_000 + seed), settings.eval_samples,
                             method="local_terms")

@@ -618,7 +618,8 @@ class GMMSVAE(nn.Module):
                                     potentials).responsibilities
 
 
-__all__ = ["FIXED_POINT_GRADIENTS", "GLOBAL_GRADIENTS", "GMMELBOTerms", "GMMGlobals", "GMMSVAE", "GMMSVAEConfig",
+__all__ = ["FIXED_POINT_GRADIENTS", "GLOBAL_GRADIENTS", "GMMELBOTerms", "GMMGlobals", "GMMSVAE",
+           "GMMSVAEConfig",
            "GaussianMoments", "GlobalExpectedStats", "LinearDecoder", "LocalPosterior",
            "LocalTerms", "MLPDecoder", "PotentialEncoder", "batch_local_kl",
            "batch_local_meanfield", "diagonal_gaussian_log_prob", "expected_global_stats",

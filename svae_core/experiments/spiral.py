@@ -268,10 +268,10 @@ def final_elbo(history: dict, fraction: float = 0.1) -> np.ndarray:
 
 
 def _heldout(model, params, y, num_samples, key):
-    elbo = model.apply(params["networks"], y, params["globals"], key, num_samples,
-                       method="heldout_elbo")
-    resp = model.apply(params["networks"], y, params["globals"], method="responsibilities")
-    return elbo, resp
+    """Per-point held-out ELBO (N,) and responsibilities (N, K) from one local step."""
+    terms = model.apply(params["networks"], y, gs.expected_global_stats(params["globals"]),
+                        key, num_samples, method="local_terms")
+    return terms.elbo, terms.responsibilities
 
 
 def components_used(globals_: gs.GMMGlobals) -> int:

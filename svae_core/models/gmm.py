@@ -54,7 +54,6 @@ from jax import lax
 
 from svae_core.expfam import niw
 from svae_core.expfam.dirichlet import DirichletNatural
-from svae_core.expfam.niw import NIWNatural
 from svae_core.models.gmm_svae import (
     GaussianMoments,
     GMMGlobals,
@@ -62,6 +61,7 @@ from svae_core.models.gmm_svae import (
     expected_log_normals,
     global_kl,
     prior_globals,
+    weighted_stats,
     with_means,
 )
 
@@ -139,10 +139,7 @@ def sufficient_stats(y, resp) -> GMMGlobals:
     """
     y = jnp.asarray(y)
     resp = jnp.asarray(resp, y.dtype)
-    counts = jnp.sum(resp, axis=0)
-    return GMMGlobals(DirichletNatural(counts),
-                      NIWNatural(jnp.einsum("nk,ni,nj->kij", resp, y, y), resp.T @ y,
-                                 counts, counts))
+    return weighted_stats(resp, y, y[:, :, None] * y[:, None, :])
 
 
 @jax.jit

@@ -409,10 +409,16 @@ def expected_local_stats(posterior: LocalPosterior) -> GMMGlobals:
     """
     r = posterior.responsibilities
     second = posterior.cov + posterior.mean[:, :, None] * posterior.mean[:, None, :]
-    counts = jnp.sum(r, axis=0)
+    return weighted_stats(r, posterior.mean, second)
+
+
+def weighted_stats(resp, mean, second) -> GMMGlobals:
+    """Σ_n r_nk (1, E[x_n], E[x_n x_nᵀ]) packed like η: resp (N, K), mean (N, D), second
+    (N, D, D) -> GMMGlobals(Dirichlet counts (K,), NIW (Σ r E[xxᵀ], Σ r E[x], counts, counts))."""
+    counts = jnp.sum(resp, axis=0)
     return GMMGlobals(DirichletNatural(counts),
-                      NIWNatural(jnp.einsum("nk,nij->kij", r, second),
-                                 jnp.einsum("nk,ni->ki", r, posterior.mean), counts, counts))
+                      NIWNatural(jnp.einsum("nk,nij->kij", resp, second),
+                                 jnp.einsum("nk,ni->ki", resp, mean), counts, counts))
 
 
 def sample_local(key, posterior: LocalPosterior, num_samples):
@@ -626,4 +632,4 @@ __all__ = ["FIXED_POINT_GRADIENTS", "GLOBAL_GRADIENTS", "GMMELBOTerms", "GMMGlob
            "expected_local_stats", "expected_log_normals", "expected_log_potential",
            "gaussian_moments", "gaussian_step", "global_kl", "init_globals", "label_step",
            "local_kl", "local_meanfield", "point_mass_stats", "prior_globals",
-           "sample_local", "surrogate_objective", "with_means"]
+           "sample_local", "surrogate_objective", "weighted_stats", "with_means"]

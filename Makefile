@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Two workers, whole files each (the book's tests share one smoke build): most of the suite is
+# XLA compiling, which is single-threaded, so two cores halve the wall time.
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=10
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10
 
 book: $(STAMP)
 	$(PY) book/build.py --profile $(PROFILE)

@@ -255,6 +255,25 @@ def test_pendulum_results(built_book):
                          for v in row.values())
 
 
+def test_spiral_gmm_results(built_book):
+    results = json.loads((EXECUTED / "spiral_gmm.json").read_text())
+    assert results["profile"] == "smoke" and results["device"]["summary"]
+    assert set(results["results"]) == {"gmm", "vae", "gmm_svae"}
+    for method, row in results["results"].items():
+        assert math.isfinite(row["heldout_elbo"]) and -1 <= row["ari"] <= 1, method
+        # the reported row is the kept seed: the best final training ELBO of its seeds
+        assert row["final_elbo"] == max(s["final_elbo"] for s in row["per_seed"]), method
+    settings = results["settings"]
+    runs = results["optimizers"]
+    assert len(runs) == sum(len(v) for v in settings["step_sizes"].values()) * len(
+        settings["seeds"])
+    for r in runs:
+        assert (r["halted_at_step"] is None) == (not r["left_domain"]), r
+        assert math.isfinite(r["final_elbo"]), r
+    assert {c["claim"] for c in results["claims"]} and all(
+        isinstance(c["reproduced"], bool) for c in results["claims"])
+
+
 def test_html_pages_exist(built_book):
     assert (HTML / "index.html").exists()
     assert (HTML / "intro.html").exists()

@@ -18,7 +18,7 @@ from jax.flatten_util import ravel_pytree
 from reference import murphy_niw_posterior, spd
 from scipy.special import digamma, gammaln, polygamma
 
-from svae_core.expfam import base, categorical, dirichlet, gaussian, mniw, niw
+from svae_core.expfam import base, categorical, dirichlet, gaussian, mniw, niw, unconstrained
 
 N_MC = 20_000
 # Sizes of the matrix fields that pair with symmetric statistics (Fisher null directions).
@@ -194,6 +194,42 @@ def test_documented_conventions():
     g = gaussian.from_standard(np.array([1.0, 2.0]), np.diag([2.0, 4.0]))
     np.testing.assert_allclose(g.J, np.diag([0.5, 0.25]))
     np.testing.assert_allclose(g.h, [0.5, 0.5])
+
+
+def test_unconstrained_coordinates_round_trip_and_cover_only_the_domain():
+    from svae_core.natgrad import in_domain
+
+    # A member in the domain survives natural -> unconstrained -> natural.
+    for family, to_raw, from_raw in [
+            ("niw", unconstrained.niw_to_unconstrained, unconstrained.niw_from_unconstrained),
+            ("dirichlet", unconstrained.dirichlet_to_unconstrained,
+             unconstrained.dirichlet_from_unconstrained)]:
+        eta = natural(family, seed=3)
+        back = from_raw(to_raw(eta))
+        for a, b in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(eta),
+                        strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+    # Any real vector is a member (kappa > 0, nu > D - 1, S > 0) whose standard parameters are
+    # the documented transforms; the strictly upper triangle of scale_tril is ignored.
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        raw = unconstrained.NIWUnconstrained(rng.normal(size=3), rng.normal(),
+                                             3.0 * rng.normal(size=(3, 3)), rng.normal() - 3.0)
+        eta = unconstrained.niw_from_unconstrained(raw)
+        assert bool(in_domain("niw", eta))
+        std = niw.to_standard(eta)
+        L = np.tril(raw.scale_tril, -1) + np.diag(np.exp(np.diag(raw.scale_tril)))
+        np.testing.assert_allclose(std.S, L @ L.T, rtol=1e-10)
+        np.testing.assert_allclose(std.nu, 2.0 + np.exp(raw.log_dof_excess), rtol=1e-12)
+        np.testing.assert_allclose(std.kappa, np.exp(raw.log_kappa), rtol=1e-12)
+        np.testing.assert_allclose(std.m, raw.m, atol=1e-10)
+        again = unconstrained.niw_to_unconstrained(eta)
+        # log-diagonal and lower triangle back to ~1e-6: S = Phi - km kmᵀ/kappa cancels digits
+        np.testing.assert_allclose(again.scale_tril, np.tril(raw.scale_tril), atol=1e-5)
+        log_alpha = rng.normal(size=4)
+        d = unconstrained.dirichlet_from_unconstrained(log_alpha)
+        assert bool(in_domain("dirichlet", d))
+        np.testing.assert_allclose(dirichlet.to_standard(d), np.exp(log_alpha), rtol=1e-12)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

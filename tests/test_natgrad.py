@@ -22,9 +22,11 @@ from scipy.special import polygamma
 
 from svae_core.expfam import base, categorical, dirichlet, gaussian, mniw, niw
 from svae_core.natgrad import (
+    HaltState,
     NaturalGradientState,
     fisher_matrix,
     fisher_solve,
+    halt_outside_domain,
     in_domain,
     natural_gradient,
 )
@@ -513,3 +515,48 @@ def test_plain_gradient_steps_leave_the_domain_natural_steps_do_not():
         half = optax.apply_updates(eta0, one_update(natural_gradient(niw.log_partition, rho),
                                                     g, eta0))
         assert bool(in_domain(niw, half))
+
+
+def test_halt_outside_domain_stops_a_run_at_its_last_valid_params():
+    # Inner: momentum SGD (stateful) on a scalar that must stay positive, constant gradient 1:
+    # updates -1, -1.5, -1.75, ... take 2.5 -> 1.5 -> (0.0: refused at update 1). Every later
+    # update is zero, even one that would be valid again, and the inner state keeps its value
+    # from before the refused update.
+    inner = optax.sgd(1.0, momentum=0.5)
+    tx = halt_outside_domain(inner, lambda p: p["x"] > 0)
+    params = {"x": jnp.asarray(2.5)}
+    state = tx.init(params)
+    path, states = [], []
+    for g in [1.0, 1.0, 1.0, -4.0, -4.0]:
+        updates, state = tx.update({"x": jnp.asarray(g)}, state, params)
+        params = optax.apply_updates(params, updates)
+        path.append(float(params["x"]))
+        states.append(state)
+    assert isinstance(state, HaltState)
+    assert int(state.halted_at) == 1 and int(state.count) == 5
+    np.testing.assert_allclose(path, [1.5] * 5)
+    for a, b in zip(jax.tree_util.tree_leaves(state.inner),
+                    jax.tree_util.tree_leaves(states[0].inner), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    # A run that stays valid is the inner transform unchanged.
+    plain, plain_state = {"x": jnp.asarray(50.0)}, inner.init({"x": jnp.asarray(50.0)})
+    wrapped, wrapped_state = dict(plain), tx.init(plain)
+    for g in [1.0, -2.0, 3.0]:
+        u, plain_state = inner.update({"x": jnp.asarray(g)}, plain_state, plain)
+        plain = optax.apply_updates(plain, u)
+        u, wrapped_state = tx.update({"x": jnp.asarray(g)}, wrapped_state, wrapped)
+        wrapped = optax.apply_updates(wrapped, u)
+    np.testing.assert_allclose(wrapped["x"], plain["x"], rtol=1e-14)
+    assert int(wrapped_state.halted_at) == -1
+
+    # Under vmap over runs, one run halting leaves the other's updates untouched.
+    params = {"x": jnp.array([2.5, 100.0])}
+    state = jax.vmap(tx.init)(params)
+    for _ in range(4):
+        updates, state = jax.vmap(tx.update)({"x": jnp.ones(2)}, state, params)
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_array_equal(np.asarray(state.halted_at), [1, -1])
+    np.testing.assert_allclose(params["x"], [1.5, 100.0 - (1 + 1.5 + 1.75 + 1.875)])
+    with pytest.raises(ValueError, match="needs params"):
+        tx.update({"x": jnp.ones(())}, tx.init({"x": jnp.ones(())}))

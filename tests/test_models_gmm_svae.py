@@ -10,6 +10,7 @@ once per test.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -372,6 +373,51 @@ def test_default_config_trains_in_float32():
     np.testing.assert_allclose(out.responsibilities.sum(-1), 1.0, atol=1e-5)
     np.testing.assert_allclose(out.stats.dirichlet.alpha_minus_one.sum(), 32.0, rtol=1e-5)
     assert float(out.global_kl) > 0 and float(out.local_kl) > 0
+
+
+def test_first_term_natural_gradient_is_eq4_first_term_and_second_term_switches():
+    """With the path through the local optimum stopped (config "first", or second_term False,
+    traced), F⁻¹ times the gradient of the per-point loss, times N, is η − η₀ − (N/|B|)E[t]:
+    Eq. 4's first term in closed form (float64, fisher_solve on each member). With the path
+    live the gradient differs, by the second term."""
+    from svae_core.natgrad import fisher_solve
+
+    with jax.enable_x64(True):
+        K, D, N = 3, 2, 40
+        model = g.GMMSVAE(g.GMMSVAEConfig(latent_dim=D, obs_dim=2, num_components=K,
+                                          encoder_hidden=(8,), decoder_hidden=(8,)))
+        first = model.clone(config=dataclasses.replace(model.config, global_gradient="first"))
+        y = 2.0 * jax.random.normal(jax.random.PRNGKey(0), (10, 2))
+        params = model.init(jax.random.PRNGKey(1), y, method="init_networks")
+        prior = g.prior_globals(K, D)
+        glob = spread_globals(K, D, seed=3)
+        key = jax.random.PRNGKey(4)
+
+        @functools.partial(jax.jit, static_argnums=0)
+        def grad(m, gl, live):
+            def loss(gl):
+                out = m.apply(params, y, gl, prior, key, N, 1, second_term=live)
+                return -out.elbo, out.stats
+            return jax.grad(loss, has_aux=True)(gl)
+
+        def natural(gr):
+            return g.GMMGlobals(
+                fisher_solve(dirichlet.log_partition, glob.dirichlet, gr.dirichlet),
+                jax.vmap(lambda e, v: fisher_solve(niw.log_partition, e, v))(glob.niw, gr.niw))
+
+        g_first, stats = grad(first, glob, True)
+        g_off, _ = grad(model, glob, False)
+        g_live, _ = grad(model, glob, True)
+        closed = tmap(lambda e, e0, t: e - e0 - (N / y.shape[0]) * t, glob, prior, stats)
+        for a, b in zip(jax.tree_util.tree_leaves(tmap(lambda x: N * x, natural(g_first))),
+                        jax.tree_util.tree_leaves(closed), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-7 * float(jnp.max(jnp.abs(b))))
+        for a, b in zip(jax.tree_util.tree_leaves(g_off), jax.tree_util.tree_leaves(g_first),
+                        strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+        diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+            jax.tree_util.tree_leaves(g_live), jax.tree_util.tree_leaves(g_first), strict=True))
+        assert diff > 1e-4
 
 
 def test_config_validation():

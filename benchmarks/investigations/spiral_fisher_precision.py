@@ -20,8 +20,8 @@ def run(precision: str) -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from svae_core.expfam import dirichlet, niw
     from svae_core.experiments import spiral as sp
+    from svae_core.expfam import dirichlet, niw
     from svae_core.models import gmm_svae as gs
     from svae_core.natgrad import fisher_solve, in_domain
 
@@ -36,7 +36,7 @@ def run(precision: str) -> None:
     print(f"{precision}: q(θ) in {params['globals'].niw.Phi.dtype}")
     for it in range(4):
         batch, key = y[it * B:(it + 1) * B], jax.random.PRNGKey(it)
-        grad = jax.grad(lambda p: task.loss(p, batch, key, 0)[0])(params)["globals"]
+        grad = jax.grad(lambda p, b=batch, k=key: task.loss(p, b, k, 0)[0])(params)["globals"]
         stats = model.apply(params["networks"], batch, params["globals"], prior, key, N).stats
         glob = params["globals"]
         closed = jax.tree.map(lambda e0, s, e: e + rho * (e0 + N / B * s - e), prior, stats, glob)

@@ -1,12 +1,13 @@
-"""Probe: train the spiral GMM-SVAE for a few hundred steps with each optimiser of q(θ)
-(svae_core.experiments.spiral.OPTIMIZERS), float64 globals, and print one row per run.
+"""Probe: train the spiral GMM-SVAE with one optimiser of q(θ)
+(svae_core.experiments.spiral.OPTIMIZERS) at the quick profile's sizes, float64 globals, and
+print one row per run.
 
-    .venv/bin/python benchmarks/investigations/spiral_optimizers_probe.py \
-        natgrad_first,natgrad,sgd,adam 300
+    .venv/bin/python benchmarks/investigations/spiral_optimizers_probe.py natgrad \
+        --step-sizes 0.003 0.01 0.03 --steps 300 --second-term-from 0
 """
 
+import argparse
 import dataclasses
-import sys
 import time
 
 import jax
@@ -15,13 +16,24 @@ jax.config.update("jax_enable_x64", True)
 
 from svae_core.experiments import spiral as sp  # noqa: E402
 
-steps = int(sys.argv[2]) if len(sys.argv) > 2 else 100
-settings = dataclasses.replace(sp.PROFILES["quick"], steps=steps, seeds=(0,))
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("optimizer", choices=sp.OPTIMIZERS)
+parser.add_argument("--step-sizes", type=float, nargs="+", required=True)
+parser.add_argument("--steps", type=int, default=300)
+parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+parser.add_argument("--second-term-from", type=float,
+                    default=sp.PROFILES["quick"].second_term_from)
+args = parser.parse_args()
+quick = sp.PROFILES["quick"]
+settings = dataclasses.replace(quick, steps=args.steps, seeds=tuple(args.seeds),
+                               second_term_from=args.second_term_from,
+                               step_sizes={**quick.step_sizes,
+                                           args.optimizer: tuple(args.step_sizes)})
 bench = sp.dataset(settings)
-for opt in sys.argv[1].split(","):
-    t = time.time()
-    runs = sp.train_gmm_svae(bench, settings, opt, progress=False)
-    rows = sp.evaluate_gmm_svae(runs, bench, settings)
-    print(opt, f"{time.time() - t:.1f}s, {runs.seconds_per_step:.4f} s/step")
-    for r in rows:
-        print("  ", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()})
+start = time.time()
+runs = sp.train_gmm_svae(bench, settings, args.optimizer, progress=False)
+rows = sp.evaluate_gmm_svae(runs, bench, settings)
+print(f"{args.optimizer}, {args.steps} steps, second term from {args.second_term_from}: "
+      f"{time.time() - start:.0f} s, {1e3 * runs.seconds_per_step:.1f} ms per step")
+for r in rows:
+    print("  ", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()})

@@ -589,23 +589,27 @@ class GMMSVAE(nn.Module):
         return jnp.mean(diagonal_gaussian_log_prob(y, mean, var), axis=0)
 
     def local_terms(self, y, stats: GlobalExpectedStats, key=None, num_samples=1,
-                    potentials=None) -> LocalTerms:
+                    potentials=None, second_term=True) -> LocalTerms:
         """Per-point ELBO_n = E_q[log p(y_n | x_n)] − E_{q(θ)} KL(q(z_n)q(x_n) ‖ p(z_n, x_n | θ))
         given expected statistics of q(θ) (:func:`expected_global_stats`, or
-        :func:`point_mass_stats` for a fixed θ)."""
-        local_stats = stats if self.config.global_gradient == "both" \
-            else jax.lax.stop_gradient(stats)
+        :func:`point_mass_stats` for a fixed θ). second_term: a bool, possibly traced (e.g.
+        ``step >= warmup``); False stops the gradient path from ``stats`` through the local
+        optimum for this call, as ``global_gradient="first"`` does always."""
+        live = (self.config.global_gradient == "both") & jnp.asarray(second_term)
+        local_stats = jax.tree_util.tree_map(
+            lambda s: jnp.where(live, s, jax.lax.stop_gradient(s)), stats)
         post = self.local_posterior(y, local_stats, potentials)
         recon = self.expected_log_likelihood(y, post, key, num_samples)
         kl = batch_local_kl(post, stats)
         return LocalTerms(recon - kl, recon, kl, post.responsibilities, post)
 
     def __call__(self, y, globals_: GMMGlobals, prior: GMMGlobals, key, num_data,
-                 num_samples=1, potentials=None) -> GMMELBOTerms:
+                 num_samples=1, potentials=None, second_term=True) -> GMMELBOTerms:
         """The minibatch ELBO per point (see :class:`GMMELBOTerms`). y (B, P); num_data N,
-        the dataset size that the global KL is shared over; key for the samples of q(x)."""
+        the dataset size that the global KL is shared over; key for the samples of q(x);
+        second_term as in :meth:`local_terms`."""
         terms = self.local_terms(y, expected_global_stats(globals_), key, num_samples,
-                                 potentials)
+                                 potentials, second_term)
         recon, kl = jnp.mean(terms.reconstruction), jnp.mean(terms.kl)
         gkl = global_kl(globals_, prior)
         stats = jax.lax.stop_gradient(expected_local_stats(terms.posterior))

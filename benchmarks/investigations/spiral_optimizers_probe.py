@@ -36,4 +36,4 @@ rows = sp.evaluate_gmm_svae(runs, bench, settings)
 print(f"{args.optimizer}, {args.steps} steps, second term from {args.second_term_from}: "
       f"{time.time() - start:.0f} s, {1e3 * runs.seconds_per_step:.1f} ms per step")
 for r in rows:
-    print("  ", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()})
+    print("  ", {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in r.items()})

@@ -98,6 +98,13 @@ def build_parser():
     m.add_argument("--latent-dim", type=int, default=3, metavar="D",
                    help="latent dimension D of the model, and of the generated LDS with "
                         "--data lds (default 3).")
+    m.add_argument("--globals", choices=["point", "natgrad"], default="point",
+                   help="how --model svae holds the LDS parameters: point estimates trained by "
+                        "Adam with the networks (point), or a conjugate posterior q(θ) (NIW on "
+                        "the initial state, MNIW on the dynamics) trained by natural-gradient "
+                        "SVI (natgrad; Johnson et al. 2016). Default point.")
+    m.add_argument("--natgrad-step", type=float, default=0.1, metavar="RHO",
+                   help="SVI step size ρ in (0, 1] of --globals natgrad (default 0.1).")
     m.add_argument("--potential", choices=["diagonal", "dense"], default="diagonal",
                    help="precision matrix of the SVAE's per-step Gaussian potentials: diagonal "
                         "(cheaper) or dense (default diagonal).")
@@ -295,6 +302,10 @@ def _check_options(args):
         if getattr(args, name) < least:
             raise CLIError(f"--{name.replace('_', '-')} must be >= {least}, "
                            f"got {getattr(args, name)}")
+    if args.globals == "natgrad" and args.model != "svae":
+        raise CLIError(f"--globals natgrad needs --model svae, got --model {args.model}")
+    if not 0.0 < args.natgrad_step <= 1.0:
+        raise CLIError(f"--natgrad-step must be in (0, 1], got {args.natgrad_step}")
     if args.out.is_dir():
         raise CLIError(f"--out is a folder, not a file path: {args.out}")
 
@@ -337,7 +348,7 @@ def run_train(args) -> dict:
             observed=data["observed"], ssm=data["ssm"], seeds=[args.seed],
             eval_samples=args.eval_samples, eval_repeats=args.eval_repeats,
             progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
-            resume=args.resume)
+            resume=args.resume, globals_mode=args.globals, natgrad_step=args.natgrad_step)
     except CheckpointError as exc:  # nothing to resume, or another config
         raise CLIError(str(exc)) from None
     except TrainingDivergedError as exc:  # the message names the step and suggests a fix
@@ -353,6 +364,7 @@ def run_train(args) -> dict:
             "num_train": int(y_train.shape[0]), "num_timesteps": int(y_train.shape[1]),
             "num_test": None if data["y_test"] is None else int(data["y_test"].shape[0]),
             "eval_samples": args.eval_samples, "eval_repeats": args.eval_repeats,
+            "globals": rec["globals"], "natgrad_step": rec["natgrad_step"],
         },
         "units": "nats per time step per observation dimension",
     }

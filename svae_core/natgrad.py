@@ -260,6 +260,23 @@ def halt_outside_domain(inner: optax.GradientTransformation,
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def svi_term(eta, target, scale) -> jax.Array:
+    """A scalar that is 0 in value and whose gradient in ``eta`` is (η − target)/scale.
+
+    Add it to a loss in which η's own path is stopped (``jax.lax.stop_gradient``), and plain
+    gradient descent on η at rate ρ·scale takes the SVI step η ← η + ρ(target − η) of Hoffman
+    et al. (2013). With target = η₀ + (N/|B|)·Σ_B E[t], the minibatch's conjugate update, that
+    is Eq. 4's first term in closed form: no Fisher solve, so it holds to rounding in float32,
+    and for ρ ≤ 1 the step is a convex combination of two members, inside the domain.
+    ``scale``: the constant the loss divides the negative ELBO by (see "Scale" above).
+    ``target`` is treated as a constant (its gradient is stopped)."""
+    target = jax.lax.stop_gradient(target)
+    terms = jax.tree_util.tree_map(
+        lambda e, t: jnp.sum((e - jax.lax.stop_gradient(e)) * jax.lax.stop_gradient(e - t)),
+        eta, target)
+    return sum(jax.tree_util.tree_leaves(terms)) / scale
+
+
 # ---------------------------------------------------------------------- the domain of η
 
 
@@ -344,4 +361,5 @@ __all__ = [
     "halt_outside_domain",
     "in_domain",
     "natural_gradient",
+    "svi_term",
 ]

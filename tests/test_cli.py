@@ -46,6 +46,26 @@ def test_train_on_generated_lds(tmp_path, capsys):
     assert res["null_ll"] < res["true_mll"]
 
 
+def test_train_with_natural_gradient_globals_on_a_user_npz_with_mask(tmp_path):
+    """--globals natgrad: q(θ) by SVI; the JSON records it, the held-out ELBO is finite and
+    the ELBO under the trained q(θ) improves on the prior's (the first logged chunk)."""
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(6, 20, 3)).astype(np.float32)
+    mask = np.ones((6, 20), bool)
+    mask[:, 5:8] = False
+    data = tmp_path / "d.npz"
+    np.savez(data, y=y, y_test=rng.normal(size=(2, 20, 3)), mask=mask)
+    out = tmp_path / "r.json"
+    argv = ["train", "--model", "svae", "--data", str(data), "--latent-dim", "2",
+            "--batch-size", "3", "--globals", "natgrad", "--natgrad-step", "0.5",
+            "--mask-fraction", "0.2", "--out", str(out)]
+    assert main(argv + TINY) == 0
+    res = json.loads(out.read_text())
+    assert res["config"]["globals"] == "natgrad" and res["config"]["natgrad_step"] == 0.5
+    assert np.isfinite(res["test_elbo"]) and np.isfinite(res["train_elbo"])
+    assert res["history"]["elbo"][-1] > res["history"]["elbo"][0]
+
+
 def test_train_on_user_npz_with_mask(tmp_path):
     rng = np.random.default_rng(0)
     y = rng.normal(size=(8, 25, 3)).astype(np.float32)
@@ -117,6 +137,10 @@ def _bad_npz(tmp_path, **arrays):
         (lambda p: ["--model", "svae", "--data", "lds", "--eval-repeats", "1"], "--eval-repeats"),
         (lambda p: ["--model", "svae", "--data", "lds", "--lr", "nan"], "--lr"),
         (lambda p: ["--model", "svae", "--data", "lds", "--decoder-hidden", "0"], "widths"),
+        (lambda p: ["--model", "rnn_mf", "--data", "lds", "--globals", "natgrad"],
+         "needs --model svae"),
+        (lambda p: ["--model", "svae", "--data", "lds", "--globals", "natgrad",
+                    "--natgrad-step", "1.5"], "--natgrad-step"),
     ],
 )
 def test_bad_input_one_error_line_exit_2(tmp_path, capsys, make_argv, message):

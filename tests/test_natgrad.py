@@ -560,3 +560,30 @@ def test_halt_outside_domain_stops_a_run_at_its_last_valid_params():
     np.testing.assert_allclose(params["x"], [1.5, 100.0 - (1 + 1.5 + 1.75 + 1.875)])
     with pytest.raises(ValueError, match="needs params"):
         tx.update({"x": jnp.ones(())}, tx.init({"x": jnp.ones(())}))
+
+
+def test_svi_term_makes_sgd_the_closed_form_svi_step_in_float32():
+    """svi_term is 0, its gradient is (η − target)/scale, and SGD at ρ·scale lands on
+    η + ρ(target − η) to float32 rounding, inside the domain."""
+    from svae_core.natgrad import svi_term
+
+    eta = member("niw", seed=1)
+    target = niw.from_standard(np.array([3.0, -1.0, 0.5]), 40.0, spd(np.random.default_rng(2),
+                                                                      3, 200.0), 45.0)
+    scale, rho = 7.0, 0.3
+    value, grad = jax.value_and_grad(lambda e: svi_term(e, target, scale))(eta)
+    assert float(value) == 0.0
+    for g, e, t in zip(*(jax.tree_util.tree_leaves(x) for x in (grad, eta, target)),
+                       strict=True):
+        np.testing.assert_allclose(g, (e - t) / scale, rtol=1e-12)
+    with jax.enable_x64(False):
+        e32, t32 = (jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), x)
+                    for x in (eta, target))
+        g32 = jax.grad(lambda e: svi_term(e, t32, scale))(e32)
+        new = optax.apply_updates(e32, one_update(optax.sgd(rho * scale), g32, e32))
+        assert new.Phi.dtype == jnp.float32
+    for a, e, t in zip(*(jax.tree_util.tree_leaves(x) for x in (new, eta, target)),
+                       strict=True):
+        np.testing.assert_allclose(a, (1 - rho) * np.asarray(e) + rho * np.asarray(t),
+                                   rtol=2e-6, atol=1e-5)
+    assert bool(in_domain("niw", new))

@@ -1,5 +1,10 @@
 """Synthetic data sets for the book's chapters, the tests and the benchmarks.
 
+:mod:`.bouncing_dot`: the 2016 bouncing-dot videos (Johnson et al. 2016, §6.1): a Gaussian
+bump on a 20-pixel 1-D image whose centre follows a triangle wave between walls at ±1 (speed
+0.75, dt 0.1), pixel noise sd 0.1, seeded train/test windows of 50 frames with the true
+positions and velocities.
+
 :mod:`.lds`: a rotating linear-dynamical-system prior, simulation from it, direct noisy
 observations of its state, and the Gaussian potentials those (optionally masked) observations
 define; and the LDS benchmark of Zhao & Linderman (2023, §4.1, appendix A): random rotating
@@ -15,6 +20,12 @@ velocities.
 ×10), seeded train/test splits with arm labels (Johnson et al. 2016, Fig. 1).
 """
 
+from svae_core.datasets.bouncing_dot import (
+    BouncingDotBenchmark,
+    BouncingDotData,
+    make_bouncing_dot_dataset,
+    triangle_wave,
+)
 from svae_core.datasets.lds import (
     LDS_APPENDIX,
     LDS_GRID,
@@ -52,6 +63,8 @@ from svae_core.datasets.spiral import (
 )
 
 __all__ = [
+    "BouncingDotBenchmark",
+    "BouncingDotData",
     "LDS_APPENDIX",
     "LDS_GRID",
     "LDS_SETTINGS",
@@ -63,6 +76,7 @@ __all__ = [
     "SpiralBenchmark",
     "SpiralData",
     "lds_setting",
+    "make_bouncing_dot_dataset",
     "make_lds_benchmark",
     "make_pendulum_dataset",
     "make_spiral_dataset",
@@ -81,4 +95,5 @@ __all__ = [
     "spiral_points",
     "ssm_log_likelihood",
     "static_null_log_likelihood",
+    "triangle_wave",
 ]

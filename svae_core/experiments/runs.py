@@ -9,13 +9,29 @@ import json
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 import svae_core
 from svae_core import evaluation
 from svae_core.models import ModelConfig, build_model
+from svae_core.models import conjugate_svae as cs
+from svae_core.natgrad import svi_term
 from svae_core.reporting import describe_device
-from svae_core.training import TrainConfig, Trainer, load_checkpoint
+from svae_core.training import (
+    TrainConfig,
+    Trainer,
+    TrainingTask,
+    default_optimizer,
+    load_checkpoint,
+    random_block_masks,
+)
+
+#: How the SVAE holds the LDS parameters θ: "point" (estimates trained by Adam with the
+#: networks) or "natgrad" (q(θ) = NIW × MNIW by natural-gradient SVI,
+#: :mod:`svae_core.models.conjugate_svae`).
+GLOBALS = ("point", "natgrad")
 
 # Evaluation keys are derived from the run's seed, away from the training keys.
 _EVAL_SEED_OFFSET = 1_000_003
@@ -38,6 +54,49 @@ def reference_log_likelihoods(ssm, y) -> tuple[float, float]:
     return true_ll, null_ll
 
 
+def conjugate_svae_task(model_config: ModelConfig, train_config: TrainConfig,
+                        num_sequences: int, num_timesteps: int) -> TrainingTask:
+    """The :class:`~svae_core.training.TrainingTask` of the conjugate LDS-SVAE.
+
+    Data: {"y": (S, T, N), "observed": (S, T) bool}. Loss: the negative ELBO per time step
+    per observation dimension (the sequence models' unit), with the masking of
+    ``train_config`` (``mask_fraction``, ``mask_after``) applied here. q(θ) takes the SVI step
+    η ← η + ρ(η₀ + (N/|B|)Σ_B E[t] − η), Eq. 4's first term in closed form
+    (:func:`svae_core.natgrad.svi_term`, plain SGD at rate ρ·N·T·obs_dim); the networks Adam.
+    Rates per run: {"networks": Adam's rate, "globals": ρ}."""
+    model = cs.ConjugateSVAE(model_config, num_sequences)
+    scale = num_timesteps * model_config.obs_dim
+
+    def init(key, data):
+        k_init, k_apply = jax.random.split(key)
+        return model.init(k_init, data["y"][0], jnp.ones(num_timesteps, bool), k_apply)
+
+    def loss(params, batch, key, step):
+        k_mask, k_elbo = jax.random.split(key)
+        B = batch["y"].shape[0]
+        mask = random_block_masks(k_mask, B, num_timesteps, train_config.mask_fraction)
+        mask = mask | (step < train_config.mask_after)
+        glob = params["params"]["globals"]
+        frozen = {"params": {**params["params"], "globals": jax.lax.stop_gradient(glob)}}
+        apply = lambda y, m, o, k: model.apply(frozen, y, m, k, train_config.num_samples,
+                                               observed=o, second_term=False)
+        out = jax.vmap(apply)(batch["y"], mask, batch["observed"], jax.random.split(k_elbo, B))
+        prior = cs.prior_globals(model_config.latent_dim, glob.init.Phi.dtype)
+        target = jax.tree.map(lambda e0, t: e0 + num_sequences * jnp.mean(t, 0), prior,
+                              out.stats)
+        metrics = {k: jnp.mean(getattr(out, k)) / scale for k in ("elbo", "reconstruction", "kl")}
+        return (-metrics["elbo"] + svi_term(glob, target, num_sequences * scale)), metrics
+
+    def make_optimizer(rates, config, params):
+        labels = {"params": {k: "globals" if k == "globals" else "networks"
+                             for k in params["params"]}}
+        return optax.multi_transform(
+            {"networks": default_optimizer(rates["networks"], config),
+             "globals": optax.sgd(rates["globals"] * num_sequences * scale)}, labels)
+
+    return TrainingTask(init, loss, make_optimizer, data_size=num_sequences)
+
+
 def train_and_evaluate(
     model_name: str,
     y_train,
@@ -54,6 +113,8 @@ def train_and_evaluate(
     progress: bool = True,
     checkpoint_dir=None,
     resume: bool = False,
+    globals_mode: str = "point",
+    natgrad_step: float = 0.1,
 ) -> TrainedRuns:
     """Train runs (seed_i, learning_rate_i) of one model together, then evaluate each.
 
@@ -67,6 +128,9 @@ def train_and_evaluate(
         seeds, learning_rates: one run per pair (``learning_rates`` None: the config's).
         checkpoint_dir, resume: periodic checkpoints (``train_config.checkpoint_every``) and
             continuing exactly from the last one.
+        globals_mode: :data:`GLOBALS`; "natgrad" (``model_name`` "svae" only) trains q(θ) by
+            SVI with step ``natgrad_step`` (:func:`conjugate_svae_task`). Its ELBOs are then
+            the local ELBOs (no share of KL(q(θ)‖p(θ))), bounds on E_q(θ) log p(y | θ, γ).
     Returns:
         :class:`TrainedRuns`; each record holds ``model``, ``seed``, ``learning_rate``,
         ``train_elbo`` (±``train_elbo_se``), ``test_elbo`` (±``test_elbo_se``), ``true_mll``,
@@ -78,9 +142,24 @@ def train_and_evaluate(
     seeds = list(seeds)
     lrs = [train_config.learning_rate] * len(seeds) if learning_rates is None \
         else [float(lr) for lr in learning_rates]
-    model = build_model(model_name, model_config)
-    trainer = Trainer(model, y_train, train_config, observed=observed)
-    states, start, history = trainer.init_runs(seeds, lrs), 0, None
+    if globals_mode not in GLOBALS:
+        raise ValueError(f"globals_mode must be one of {GLOBALS}, got {globals_mode!r}")
+    if globals_mode == "natgrad":
+        if model_name != "svae":
+            raise ValueError("globals_mode='natgrad' is for model 'svae' (a conjugate prior on "
+                             f"its LDS); got model {model_name!r}")
+        S, T = y_train.shape[:2]
+        obs = np.ones((S, T), bool) if observed is None else np.asarray(observed, bool)
+        task = conjugate_svae_task(model_config, train_config, S, T)
+        trainer = Trainer(None, {"y": y_train, "observed": obs},
+                          dataclasses.replace(train_config, mask_fraction=0.0), task=task)
+        model = cs.ConjugateSVAE(model_config)  # evaluation: local ELBOs, no global KL share
+        run_rates = [{"networks": lr, "globals": natgrad_step} for lr in lrs]
+    else:
+        model = build_model(model_name, model_config)
+        trainer = Trainer(model, y_train, train_config, observed=observed)
+        run_rates = lrs
+    states, start, history = trainer.init_runs(seeds, run_rates), 0, None
     if resume:
         states, start, history = load_checkpoint(checkpoint_dir, states, train_config)
     result = trainer.fit(states, start_step=start, history=history,
@@ -105,6 +184,8 @@ def train_and_evaluate(
         train_eval = evaluate(y_train, k_train, observed)
         rec = {
             "model": model_name, "seed": seed, "learning_rate": lr,
+            "globals": globals_mode,
+            "natgrad_step": natgrad_step if globals_mode == "natgrad" else None,
             "train_elbo": train_eval.mean, "train_elbo_se": train_eval.se,
             "test_elbo": None, "test_elbo_se": None,
             "true_mll": true_ll, "null_ll": null_ll, "gap_fraction": None,

@@ -62,6 +62,16 @@ def expected_log_potentials(J, h, mean, cov):
     return jnp.sum(h * mean) - 0.5 * quad
 
 
+def masked_potentials(encoder, features, y, mask) -> GaussianPotentials:
+    """The recognition network's potentials for y (T, N) with mask (T,): (J, h) per step,
+    exactly zero where mask is False. Hidden steps are selected out, not multiplied by 0, so a
+    NaN placeholder there cannot leak (nor into gradients); hidden frames reach the CNN trunk
+    (``features``) as zeros."""
+    J, h = encoder(features(jnp.where(mask[:, None], y, 0.0)))
+    J = jnp.where(mask.reshape(-1, *([1] * (J.ndim - 1))), J, 0.0)
+    return GaussianPotentials(J, jnp.where(mask[:, None], h, 0.0))
+
+
 class SVAE(SequenceModel):
     """Parameters: 'prior', 'encoder' (potential heads), 'decoder', and 'frame_encoder' (the
     CNN trunk) when config.frame_shape is set."""
@@ -73,12 +83,8 @@ class SVAE(SequenceModel):
         self.frame_encoder = make_frame_encoder(self.config)
 
     def potentials(self, y, mask):
-        """(J, h) per step; exactly zero where mask is False. Hidden steps are selected out,
-        not multiplied by 0, so a NaN placeholder there cannot leak (nor into gradients);
-        hidden frames reach the CNN trunk as zeros."""
-        J, h = self.encoder(self.encoder_features(jnp.where(mask[:, None], y, 0.0)))
-        J = jnp.where(mask.reshape(-1, *([1] * (J.ndim - 1))), J, 0.0)
-        return GaussianPotentials(J, jnp.where(mask[:, None], h, 0.0))
+        """(J, h) per step; exactly zero where mask is False (:func:`masked_potentials`)."""
+        return masked_potentials(self.encoder, self.encoder_features, y, mask)
 
     def posterior(self, y, mask, key, num_samples=1):
         """(LDSPosterior, samples (S, T, D)) of q for one sequence."""

@@ -36,6 +36,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from svae_core.datasets._validation import check_float, check_int
+
 __all__ = [
     "BouncingDotBenchmark",
     "BouncingDotData",
@@ -43,27 +45,6 @@ __all__ = [
     "render",
     "triangle_wave",
 ]
-
-
-def _positive_int(name, value, minimum=1):
-    if not (isinstance(value, int | np.integer) and not isinstance(value, bool)
-            and value >= minimum):
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _positive_float(name, value):
-    if not (isinstance(value, int | float | np.number) and not isinstance(value, bool)
-            and np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _nonnegative_float(name, value):
-    if not (isinstance(value, int | float | np.number) and not isinstance(value, bool)
-            and np.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 # ----------------------------------------------------------------------------- dynamics
@@ -76,7 +57,7 @@ def _phase(t, speed, start, direction):
     Time always advances φ at rate ``speed`` (mod 4); the half-open ranges put a dot sitting
     on a wall in the direction it leaves the wall.
     """
-    speed = _positive_float("speed", speed)
+    speed = check_float("speed", speed)
     t = np.asarray(t, np.float64)
     start = np.asarray(start, np.float64)
     direction = np.asarray(direction, np.float64)
@@ -144,8 +125,8 @@ def render(positions, num_pixels: int = 20, width: float = 0.15) -> np.ndarray:
     Raises:
         ValueError: on a bad ``num_pixels`` or ``width``, or non-finite positions.
     """
-    num_pixels = _positive_int("num_pixels", num_pixels, minimum=2)
-    width = _positive_float("width", width)
+    num_pixels = check_int("num_pixels", num_pixels, minimum=2)
+    width = check_float("width", width)
     positions = np.asarray(positions, np.float64)
     if not np.all(np.isfinite(positions)):
         raise ValueError("positions must be finite")
@@ -230,15 +211,15 @@ def make_bouncing_dot_dataset(
     Raises:
         ValueError: on any out-of-range argument.
     """
-    seed = _positive_int("seed", seed, minimum=0)
-    num_train = _positive_int("num_train", num_train)
-    num_test = _positive_int("num_test", num_test)
-    num_frames = _positive_int("num_frames", num_frames)
-    num_pixels = _positive_int("num_pixels", num_pixels, minimum=2)
-    speed = _positive_float("speed", speed)
-    dt = _positive_float("dt", dt)
-    noise_sd = _nonnegative_float("noise_sd", noise_sd)
-    width = _positive_float("width", width)
+    seed = check_int("seed", seed, minimum=0)
+    num_train = check_int("num_train", num_train)
+    num_test = check_int("num_test", num_test)
+    num_frames = check_int("num_frames", num_frames)
+    num_pixels = check_int("num_pixels", num_pixels, minimum=2)
+    speed = check_float("speed", speed)
+    dt = check_float("dt", dt)
+    noise_sd = check_float("noise_sd", noise_sd, positive=False)
+    width = check_float("width", width)
 
     train_ss, test_ss = np.random.SeedSequence(seed).spawn(2)
     common = (num_frames, num_pixels, speed, dt, noise_sd, width)

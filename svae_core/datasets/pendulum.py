@@ -35,6 +35,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from svae_core.datasets._validation import check_float, check_int
+
 __all__ = [
     "PendulumBenchmark",
     "PendulumData",
@@ -43,25 +45,6 @@ __all__ = [
     "render_frames",
     "simulate_pendulum",
 ]
-
-
-def _positive_int(name, value, minimum=1):
-    if not (isinstance(value, int | np.integer) and not isinstance(value, bool)
-            and value >= minimum):
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _positive_float(name, value):
-    if not (isinstance(value, int | float | np.number) and np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _nonnegative_float(name, value):
-    if not (isinstance(value, int | float | np.number) and np.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 # ----------------------------------------------------------------------------- dynamics
@@ -96,11 +79,11 @@ def simulate_pendulum(
             non-positive ``num_frames``, ``dt``, ``g_over_l`` or ``substeps``, or a negative
             or non-finite ``friction``.
     """
-    num_frames = _positive_int("num_frames", num_frames)
-    substeps = _positive_int("substeps", substeps)
-    dt = _positive_float("dt", dt)
-    k = _positive_float("g_over_l", g_over_l)
-    gamma = _nonnegative_float("friction", friction)
+    num_frames = check_int("num_frames", num_frames)
+    substeps = check_int("substeps", substeps)
+    dt = check_float("dt", dt)
+    k = check_float("g_over_l", g_over_l)
+    gamma = check_float("friction", friction, positive=False)
     try:
         theta, omega = np.broadcast_arrays(np.asarray(theta0, np.float64),
                                            np.asarray(omega0, np.float64))
@@ -167,11 +150,11 @@ def render_frames(
     Raises:
         ValueError: on a bad ``size``, ``arm_length`` or ``bob_sigma``, or non-finite angles.
     """
-    size = _positive_int("size", size, minimum=3)
-    arm_length = _positive_float("arm_length", arm_length)
+    size = check_int("size", size, minimum=3)
+    arm_length = check_float("arm_length", arm_length)
     if arm_length > 0.5:
         raise ValueError(f"arm_length must be <= 0.5 (a fraction of size), got {arm_length}")
-    sigma = _positive_float("bob_sigma", bob_sigma) * size
+    sigma = check_float("bob_sigma", bob_sigma) * size
     angle = np.asarray(angle, np.float64)
     if not np.all(np.isfinite(angle)):
         raise ValueError("angle must be finite")
@@ -278,21 +261,21 @@ def make_pendulum_dataset(
     Raises:
         ValueError: on any out-of-range argument.
     """
-    seed = _positive_int("seed", seed, minimum=0)
-    num_train = _positive_int("num_train", num_train)
-    num_test = _positive_int("num_test", num_test)
-    num_frames = _positive_int("num_frames", num_frames)
-    size = _positive_int("size", size, minimum=3)
-    frame_skip = _positive_int("frame_skip", frame_skip)
-    substeps = _positive_int("substeps", substeps)
-    dt = _positive_float("dt", dt)
-    g_over_l = _positive_float("g_over_l", g_over_l)
-    max_angle = _positive_float("max_angle", max_angle)
-    friction = _nonnegative_float("friction", friction)
+    seed = check_int("seed", seed, minimum=0)
+    num_train = check_int("num_train", num_train)
+    num_test = check_int("num_test", num_test)
+    num_frames = check_int("num_frames", num_frames)
+    size = check_int("size", size, minimum=3)
+    frame_skip = check_int("frame_skip", frame_skip)
+    substeps = check_int("substeps", substeps)
+    dt = check_float("dt", dt)
+    g_over_l = check_float("g_over_l", g_over_l)
+    max_angle = check_float("max_angle", max_angle)
+    friction = check_float("friction", friction, positive=False)
     if max_angle > math.pi:
         raise ValueError(f"max_angle must be in (0, π], got {max_angle}")
-    noise_std = _nonnegative_float("noise_std", noise_std)
-    speed_fraction = _nonnegative_float("speed_fraction", speed_fraction)
+    noise_std = check_float("noise_std", noise_std, positive=False)
+    speed_fraction = check_float("speed_fraction", speed_fraction, positive=False)
     render_frames(np.zeros(0), size, arm_length, bob_sigma)  # validates the rendering arguments
 
     interval = dt * frame_skip

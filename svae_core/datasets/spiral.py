@@ -31,6 +31,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from svae_core.datasets._validation import check_float, check_int
+
 __all__ = [
     "SpiralBenchmark",
     "SpiralData",
@@ -89,21 +91,6 @@ def _split(rng, num_arms, per_arm, radial_std, tangential_std, rate, scale):
                       features.astype(np.float32))
 
 
-def _check_int(name, value, minimum):
-    if not (isinstance(value, int | np.integer) and not isinstance(value, bool)
-            and value >= minimum):
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_float(name, value, positive=True):
-    if not (isinstance(value, int | float | np.number) and np.isfinite(value)
-            and (value > 0 if positive else value >= 0)):
-        raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0, "
-                         f"got {value!r}")
-    return float(value)
-
-
 def make_spiral_dataset(
     seed: int = 0,
     points_per_arm: int = 100,
@@ -129,14 +116,14 @@ def make_spiral_dataset(
     Raises:
         ValueError: on any out-of-range argument.
     """
-    seed = _check_int("seed", seed, 0)
-    points_per_arm = _check_int("points_per_arm", points_per_arm, 1)
-    test_points_per_arm = _check_int("test_points_per_arm", test_points_per_arm, 1)
-    num_arms = _check_int("num_arms", num_arms, 1)
-    radial_std = _check_float("radial_std", radial_std, positive=False)
-    tangential_std = _check_float("tangential_std", tangential_std, positive=False)
-    rate = _check_float("rate", rate)
-    scale = _check_float("scale", scale)
+    seed = check_int("seed", seed, minimum=0)
+    points_per_arm = check_int("points_per_arm", points_per_arm)
+    test_points_per_arm = check_int("test_points_per_arm", test_points_per_arm)
+    num_arms = check_int("num_arms", num_arms)
+    radial_std = check_float("radial_std", radial_std, positive=False)
+    tangential_std = check_float("tangential_std", tangential_std, positive=False)
+    rate = check_float("rate", rate)
+    scale = check_float("scale", scale)
     config = dict(seed=seed, points_per_arm=points_per_arm,
                   test_points_per_arm=test_points_per_arm, num_arms=num_arms,
                   radial_std=radial_std, tangential_std=tangential_std, rate=rate, scale=scale)

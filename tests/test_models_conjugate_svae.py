@@ -160,3 +160,42 @@ def test_first_term_natural_gradient_is_the_conjugate_update():
                zip(jax.tree_util.tree_leaves(g_live), jax.tree_util.tree_leaves(g_first),
                    strict=True))
     assert diff > 1e-6
+
+
+def test_task_takes_the_svi_step_and_holds_the_prior_during_globals_after():
+    """conjugate_svae_task: one update of q(θ) is η + ρ(η₀ + N·mean_B E[t] − η) (SGD on
+    svi_term), and zero while the step count is below globals_after."""
+    import optax
+
+    from svae_core.experiments.runs import conjugate_svae_task
+    from svae_core.training import TrainConfig
+
+    cfg = ModelConfig(latent_dim=D, obs_dim=P, smoother="sequential")
+    S, B, rho = 5, 2, 0.3
+    data = {"y": jax.random.normal(jax.random.PRNGKey(9), (S, T, P)),
+            "observed": jnp.ones((S, T), bool)}
+    batch = jax.tree.map(lambda x: x[:B], data)
+    for after, moves in ((0, True), (3, False)):
+        task = conjugate_svae_task(cfg, TrainConfig(steps=10, batch_size=B), S, T, after)
+        params = task.init(jax.random.PRNGKey(10), data)
+        rates = {"networks": 1e-3, "globals": rho}
+        tx = task.optimizer(rates, TrainConfig(steps=10, batch_size=B), params)
+        key = jax.random.PRNGKey(11)
+        grads = jax.grad(lambda p: task.loss(p, batch, key, 0)[0])(params)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        new = optax.apply_updates(params, updates)["params"]["globals"]
+        glob = params["params"]["globals"]
+        if not moves:
+            for a, b in zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(glob),
+                            strict=True):
+                np.testing.assert_array_equal(a, b)
+            continue
+        # the same minibatch's statistics, from the model the task trains
+        _, k_elbo = jax.random.split(key)
+        model = cs.ConjugateSVAE(cfg, S)
+        out = jax.vmap(lambda y, k: model.apply(params, y, jnp.ones(T, bool), k))(
+            batch["y"], jax.random.split(k_elbo, B))
+        target = tmap(lambda e0, t: e0 + S * jnp.mean(t, 0), cs.prior_globals(D), out.stats)
+        for a, e, t in zip(*(jax.tree_util.tree_leaves(x) for x in (new, glob, target)),
+                           strict=True):
+            np.testing.assert_allclose(a, e + rho * (t - e), rtol=1e-6, atol=1e-8)

@@ -55,7 +55,8 @@ def reference_log_likelihoods(ssm, y) -> tuple[float, float]:
 
 
 def conjugate_svae_task(model_config: ModelConfig, train_config: TrainConfig,
-                        num_sequences: int, num_timesteps: int) -> TrainingTask:
+                        num_sequences: int, num_timesteps: int, globals_after: int = 0
+                        ) -> TrainingTask:
     """The :class:`~svae_core.training.TrainingTask` of the conjugate LDS-SVAE.
 
     Data: {"y": (S, T, N), "observed": (S, T) bool}. Loss: the negative ELBO per time step
@@ -63,7 +64,8 @@ def conjugate_svae_task(model_config: ModelConfig, train_config: TrainConfig,
     ``train_config`` (``mask_fraction``, ``mask_after``) applied here. q(θ) takes the SVI step
     η ← η + ρ(η₀ + (N/|B|)Σ_B E[t] − η), Eq. 4's first term in closed form
     (:func:`svae_core.natgrad.svi_term`, plain SGD at rate ρ·N·T·obs_dim); the networks Adam.
-    Rates per run: {"networks": Adam's rate, "globals": ρ}."""
+    Rates per run: {"networks": Adam's rate, "globals": ρ}. ``globals_after``: q(θ) stays at
+    the prior for this many steps while the networks train."""
     model = cs.ConjugateSVAE(model_config, num_sequences)
     scale = num_timesteps * model_config.obs_dim
 
@@ -92,7 +94,9 @@ def conjugate_svae_task(model_config: ModelConfig, train_config: TrainConfig,
                              for k in params["params"]}}
         return optax.multi_transform(
             {"networks": default_optimizer(rates["networks"], config),
-             "globals": optax.sgd(rates["globals"] * num_sequences * scale)}, labels)
+             "globals": optax.sgd(lambda count: jnp.where(
+                 count < globals_after, 0.0, rates["globals"] * num_sequences * scale))},
+            labels)
 
     return TrainingTask(init, loss, make_optimizer, data_size=num_sequences)
 
@@ -115,6 +119,7 @@ def train_and_evaluate(
     resume: bool = False,
     globals_mode: str = "point",
     natgrad_step: float = 0.1,
+    globals_after: int = 0,
 ) -> TrainedRuns:
     """Train runs (seed_i, learning_rate_i) of one model together, then evaluate each.
 
@@ -129,7 +134,8 @@ def train_and_evaluate(
         checkpoint_dir, resume: periodic checkpoints (``train_config.checkpoint_every``) and
             continuing exactly from the last one.
         globals_mode: :data:`GLOBALS`; "natgrad" (``model_name`` "svae" only) trains q(θ) by
-            SVI with step ``natgrad_step`` (:func:`conjugate_svae_task`). Its ELBOs are then
+            SVI with step ``natgrad_step`` from step ``globals_after``
+            (:func:`conjugate_svae_task`). Its ELBOs are then
             the local ELBOs (no share of KL(q(θ)‖p(θ))), bounds on E_q(θ) log p(y | θ, γ).
     Returns:
         :class:`TrainedRuns`; each record holds ``model``, ``seed``, ``learning_rate``,
@@ -150,7 +156,7 @@ def train_and_evaluate(
                              f"its LDS); got model {model_name!r}")
         S, T = y_train.shape[:2]
         obs = np.ones((S, T), bool) if observed is None else np.asarray(observed, bool)
-        task = conjugate_svae_task(model_config, train_config, S, T)
+        task = conjugate_svae_task(model_config, train_config, S, T, globals_after)
         trainer = Trainer(None, {"y": y_train, "observed": obs},
                           dataclasses.replace(train_config, mask_fraction=0.0), task=task)
         model = cs.ConjugateSVAE(model_config)  # evaluation: local ELBOs, no global KL share

@@ -181,7 +181,7 @@ def test_task_takes_the_svi_step_and_holds_the_prior_during_globals_after():
         rates = {"networks": 1e-3, "globals": rho}
         tx = task.optimizer(rates, TrainConfig(steps=10, batch_size=B), params)
         key = jax.random.PRNGKey(11)
-        grads = jax.grad(lambda p: task.loss(p, batch, key, 0)[0])(params)
+        grads = jax.grad(lambda p, task=task, key=key: task.loss(p, batch, key, 0)[0])(params)
         updates, _ = tx.update(grads, tx.init(params), params)
         new = optax.apply_updates(params, updates)["params"]["globals"]
         glob = params["params"]["globals"]
@@ -193,7 +193,7 @@ def test_task_takes_the_svi_step_and_holds_the_prior_during_globals_after():
         # the same minibatch's statistics, from the model the task trains
         _, k_elbo = jax.random.split(key)
         model = cs.ConjugateSVAE(cfg, S)
-        out = jax.vmap(lambda y, k: model.apply(params, y, jnp.ones(T, bool), k))(
+        out = jax.vmap(lambda y, k, m=model, p=params: m.apply(p, y, jnp.ones(T, bool), k))(
             batch["y"], jax.random.split(k_elbo, B))
         target = tmap(lambda e0, t: e0 + S * jnp.mean(t, 0), cs.prior_globals(D), out.stats)
         for a, e, t in zip(*(jax.tree_util.tree_leaves(x) for x in (new, glob, target)),

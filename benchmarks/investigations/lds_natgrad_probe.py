@@ -40,7 +40,8 @@ for mode, rho, after in runs:
                              globals_mode=mode, natgrad_step=rho or 0.1,
                              globals_after=after).records[0]
     gaps = (np.asarray(rec["history"]["elbo"]) - null_tr) / (true_tr - null_tr)
-    print(f"{mode} rho={rho} after={after}: test ELBO {rec['test_elbo']:.4f} (true {rec['true_mll']:.4f}, "
+    print(f"{mode} rho={rho} after={after}: test ELBO {rec['test_elbo']:.4f} "
+          f"(true {rec['true_mll']:.4f}, "
           f"null {rec['null_ll']:.4f}), gap fraction {rec['gap_fraction']:.3f}, "
           f"{time.time() - start:.0f} s")
     print("   training-ELBO gap fraction by step:",

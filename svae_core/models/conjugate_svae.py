@@ -48,8 +48,9 @@ import jax.numpy as jnp
 from svae_core.expfam import mniw, niw
 from svae_core.expfam.mniw import MNIWNatural
 from svae_core.expfam.niw import NIWNatural
-from svae_core.inference import lds_smoother, lds_smoother_and_sample
-from svae_core.inference.expected_prior import add_potentials, expected_lds_prior
+from svae_core.expfam.wishart import multidigamma
+from svae_core.inference import GaussianPotentials, LDSPrior, lds_smoother, lds_smoother_and_sample
+from svae_core.inference.expected_prior import ExpectedLDSPrior, add_potentials
 from svae_core.inference.lds import LDSPosterior
 from svae_core.models.base import (
     ModelConfig,
@@ -100,6 +101,34 @@ def smoother_stats(globals_: LDSGlobals):
     :func:`~svae_core.inference.expected_prior.expected_lds_prior` takes."""
     return (tuple(niw.expected_precision_stats(globals_.init)),
             tuple(mniw.expected_dynamics_stats(globals_.dynamics)))
+
+
+def _half_log_gap(nu, dim):
+    """½(E[log|Σ⁻¹|] − log|E[Σ⁻¹]|) for Σ ~ IW(S, ν): ½(ψ_D(ν/2) + D log 2 − D log ν); the
+    log|S| terms cancel, so it is formed without them."""
+    return 0.5 * (multidigamma(0.5 * nu, dim) + dim * math.log(2.0) - dim * jnp.log(nu))
+
+
+def expected_prior(globals_: LDSGlobals, num_timesteps: int) -> ExpectedLDSPrior:
+    """E_q(θ)[log p(x | θ)] as (point prior p̄, potentials ψ, constant c), the result of
+    :func:`~svae_core.inference.expected_prior.expected_lds_prior` on
+    :func:`smoother_stats`, written in the standard parameters so that nothing cancels.
+
+    With A | Q ~ MN(M, Q, K⁻¹) and Q ~ IW(S, ν): E[Q⁻¹] = νS⁻¹ and E[Q⁻¹A] = νS⁻¹M, so
+    Q̄ = S/ν and Ā = M; the remainder W = E[(A − M)ᵀQ⁻¹(A − M)] = D·K⁻¹ exactly. Likewise for
+    the initial state: m̄1 = m, Q̄1 = S₁/ν₁, W₁ = D/κ. The general route forms W as
+    E[AᵀQ⁻¹A] − E[Q⁻¹A]ᵀE[Q⁻¹]⁻¹E[Q⁻¹A], a difference of numbers that grow like ν: once q(θ)
+    has seen a few thousand transitions, float32 loses W in it."""
+    T = num_timesteps
+    init, dyn = niw.to_standard(globals_.init), mniw.to_standard(globals_.dynamics)
+    D = init.m.shape[-1]
+    K_inv = jnp.linalg.inv(dyn.K)
+    W = D * 0.5 * (K_inv + K_inv.T)
+    J = jnp.concatenate([jnp.broadcast_to(W, (T - 1, D, D)), jnp.zeros((1, D, D), W.dtype)])
+    constant = (_half_log_gap(init.nu, D) - 0.5 * D / init.kappa
+                + (T - 1) * _half_log_gap(dyn.nu, D))
+    prior = LDSPrior(init.m, init.S / init.nu, dyn.M, jnp.zeros(D, W.dtype), dyn.S / dyn.nu)
+    return ExpectedLDSPrior(prior, GaussianPotentials(J, jnp.zeros((T, D), W.dtype)), constant)
 
 
 def expected_local_stats(post: LDSPosterior) -> LDSGlobals:
@@ -177,16 +206,16 @@ class ConjugateSVAE(nn.Module):
     def global_kl(self):
         return global_kl(self.globals, self.prior_globals())
 
-    def _expected_prior(self, T, second_term):
+    def _smoother_globals(self, second_term):
+        """q(θ) as the smoother sees it: with its gradient stopped unless second_term."""
         live = jnp.asarray(second_term)
-        stats = jax.tree_util.tree_map(lambda s: jnp.where(live, s, jax.lax.stop_gradient(s)),
-                                       smoother_stats(self.globals))
-        return expected_lds_prior(*stats, num_timesteps=T)
+        return jax.tree_util.tree_map(lambda g: jnp.where(live, g, jax.lax.stop_gradient(g)),
+                                      self.globals)
 
     def posterior_mean(self, y, mask, key=None, num_samples=None):
         """(T, D) E_q[x_t] under the current q(θ)."""
         pots = self.potentials(y, mask)
-        ep = self._expected_prior(y.shape[0], True)
+        ep = expected_prior(self.globals, y.shape[0])
         return lds_smoother(ep.prior, add_potentials(pots, ep.potentials),
                             method=self.config.smoother).mean
 
@@ -196,14 +225,14 @@ class ConjugateSVAE(nn.Module):
         check_sequence(y, mask, self.config)
         T, D = y.shape[0], self.config.latent_dim
         pots = self.potentials(y, mask if observed is None else mask & observed)
-        ep = self._expected_prior(T, second_term)
+        seen = self._smoother_globals(second_term)
+        ep = expected_prior(seen, T)
         post, x = lds_smoother_and_sample(key, ep.prior, add_potentials(pots, ep.potentials),
                                           num_samples=num_samples,
                                           method=self.config.smoother)
         local = expected_local_stats(post)
         theta = expected_theta_stats(self.globals)
-        smoother_theta = jax.tree_util.tree_map(
-            lambda s: jnp.where(jnp.asarray(second_term), s, jax.lax.stop_gradient(s)), theta)
+        smoother_theta = expected_theta_stats(seen)
         # E_q[log q(x)] = E_q[Σ log φ] + E_q E_θ'[log p(x|θ)] − log Z, θ' the smoother's q(θ)
         neg_entropy = (expected_log_potentials(pots.J, pots.h, post.mean, post.cov)
                        + expected_log_dynamics(smoother_theta, local, T, D)
@@ -216,5 +245,5 @@ class ConjugateSVAE(nn.Module):
 
 
 __all__ = ["ConjugateSVAE", "ConjugateTerms", "LDSGlobals", "expected_local_stats",
-           "expected_log_dynamics", "expected_theta_stats", "global_kl", "prior_globals",
+           "expected_log_dynamics", "expected_prior", "expected_theta_stats", "global_kl", "prior_globals",
            "smoother_stats", "tree_vdot"]

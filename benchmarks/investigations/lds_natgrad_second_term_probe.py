@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from svae_core.datasets import LDSSetting, make_lds_benchmark  # noqa: E402
-from svae_core.expfam import mniw, niw  # noqa: E402
 from svae_core.experiments.runs import conjugate_svae_task, reference_log_likelihoods  # noqa: E402
+from svae_core.expfam import mniw, niw  # noqa: E402
 from svae_core.models import ModelConfig  # noqa: E402
 from svae_core.models import conjugate_svae as cs  # noqa: E402
 from svae_core.natgrad import halt_outside_domain, in_domain, natural_gradient  # noqa: E402

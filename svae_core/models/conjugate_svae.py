@@ -244,6 +244,16 @@ class ConjugateSVAE(nn.Module):
         return ConjugateTerms(recon - kl, recon, kl, jax.lax.stop_gradient(local))
 
 
-__all__ = ["ConjugateSVAE", "ConjugateTerms", "LDSGlobals", "expected_local_stats",
-           "expected_log_dynamics", "expected_prior", "expected_theta_stats", "global_kl", "prior_globals",
-           "smoother_stats", "tree_vdot"]
+__all__ = [
+    "ConjugateSVAE",
+    "ConjugateTerms",
+    "LDSGlobals",
+    "expected_local_stats",
+    "expected_log_dynamics",
+    "expected_prior",
+    "expected_theta_stats",
+    "global_kl",
+    "prior_globals",
+    "smoother_stats",
+    "tree_vdot",
+]

@@ -79,9 +79,10 @@ def conjugate_svae_task(model_config: ModelConfig, train_config: TrainConfig,
         mask = random_block_masks(k_mask, B, num_timesteps, train_config.mask_fraction)
         mask = mask | (step < train_config.mask_after)
         glob = params["params"]["globals"]
+        # q(θ)'s gradient comes from svi_term alone; the ELBO sees it as a constant
         frozen = {"params": {**params["params"], "globals": jax.lax.stop_gradient(glob)}}
         apply = lambda y, m, o, k: model.apply(frozen, y, m, k, train_config.num_samples,
-                                               observed=o, second_term=False)
+                                               observed=o)
         out = jax.vmap(apply)(batch["y"], mask, batch["observed"], jax.random.split(k_elbo, B))
         prior = cs.prior_globals(model_config.latent_dim, glob.init.Phi.dtype)
         target = jax.tree.map(lambda e0, t: e0 + num_sequences * jnp.mean(t, 0), prior,

@@ -293,6 +293,15 @@ def _check_static_int(name, value, low, high):
     return value
 
 
+def encoder_features(config: ModelConfig, frame_encoder, y_masked):
+    """What a recognition network reads: y (T, N) itself, or (T, F) trunk features of its
+    frames (``frame_encoder``, :func:`make_frame_encoder`) when config.frame_shape is set
+    (masked frames already zero)."""
+    if config.frame_shape is None:
+        return y_masked
+    return frame_encoder(y_masked.reshape(y_masked.shape[0], *config.frame_shape))
+
+
 class SequenceModel(nn.Module):
     """Base of every model: posterior queries and forecasting, written once.
 
@@ -310,11 +319,8 @@ class SequenceModel(nn.Module):
     config: ModelConfig
 
     def encoder_features(self, y_masked):
-        """What the recognition network reads: y (T, N) itself, or (T, F) trunk features of
-        its frames when config.frame_shape is set (masked frames already zero)."""
-        if self.config.frame_shape is None:
-            return y_masked
-        return self.frame_encoder(y_masked.reshape(y_masked.shape[0], *self.config.frame_shape))
+        """What the recognition network reads (:func:`encoder_features`)."""
+        return encoder_features(self.config, self.frame_encoder, y_masked)
 
     def decode(self, x):
         """x (..., D) -> (means (..., N), log_var (N,)) of p(y_t | x_t) (diagonal Gaussian)."""

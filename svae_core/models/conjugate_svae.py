@@ -55,6 +55,7 @@ from svae_core.inference.lds import LDSPosterior
 from svae_core.models.base import (
     ModelConfig,
     check_sequence,
+    encoder_features,
     make_decoder,
     make_frame_encoder,
     reconstruction,
@@ -191,14 +192,10 @@ class ConjugateSVAE(nn.Module):
     def prior_globals(self) -> LDSGlobals:
         return prior_globals(self.config.latent_dim, self.globals.init.Phi.dtype)
 
-    def encoder_features(self, y_masked):
-        if self.config.frame_shape is None:
-            return y_masked
-        return self.frame_encoder(y_masked.reshape(y_masked.shape[0], *self.config.frame_shape))
-
     def potentials(self, y, mask):
         """(J, h) per step, exactly zero where mask is False (as the SVAE's)."""
-        return masked_potentials(self.encoder, self.encoder_features, y, mask)
+        features = lambda y_masked: encoder_features(self.config, self.frame_encoder, y_masked)
+        return masked_potentials(self.encoder, features, y, mask)
 
     def decode(self, x):
         return self.decoder(x)

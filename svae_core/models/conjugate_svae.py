@@ -216,6 +216,16 @@ class ConjugateSVAE(nn.Module):
         return lds_smoother(ep.prior, add_potentials(pots, ep.potentials),
                             method=self.config.smoother).mean
 
+    def posterior_samples(self, y, mask, key, num_samples=1):
+        """(S, T, D) joint samples of q(x) under the current q(θ). Steps where mask is False
+        get no potential, so there q(x) is the prediction of the expected dynamics from the
+        observed steps (Johnson et al. 2016, Fig. 4: condition on the first frames, zero the
+        later potentials)."""
+        pots = self.potentials(y, mask)
+        ep = expected_prior(self.globals, y.shape[0])
+        return lds_smoother_and_sample(key, ep.prior, add_potentials(pots, ep.potentials),
+                                       num_samples=num_samples, method=self.config.smoother)[1]
+
     def __call__(self, y, mask, key, num_samples=1, observed=None, second_term=True
                  ) -> ConjugateTerms:
         """One sequence y (T, N), mask (T,): :class:`ConjugateTerms`."""

@@ -268,14 +268,16 @@ def smoothed_elbo(history: dict, window: int = 5) -> np.ndarray:
     return out
 
 
-def steps_to_reach(history: dict, threshold: float, window: int = 5) -> list:
-    """Per run, the first logged step whose smoothed training ELBO ≥ threshold (None: never)."""
+def steps_to_reach(history: dict, threshold, window: int = 5) -> list:
+    """Per run, the first logged step whose smoothed training ELBO ≥ threshold (None: never).
+    threshold: one number for every run, or (runs,) with None for runs not to score."""
     smooth = smoothed_elbo(history, window)
     steps = np.asarray(history["step"])
+    per_run = np.broadcast_to(np.asarray(threshold, object), smooth.shape[1:])
     out = []
     for j in range(smooth.shape[1]):
-        hit = np.nonzero(smooth[:, j] >= threshold)[0]
-        out.append(int(steps[hit[0]]) if hit.size else None)
+        hit = [] if per_run[j] is None else np.nonzero(smooth[:, j] >= per_run[j])[0]
+        out.append(int(steps[hit[0]]) if len(hit) else None)
     return out
 
 
@@ -294,8 +296,8 @@ def _heldout(model, params, y, num_samples, key):
 
 def components_used(globals_: gs.GMMGlobals) -> int:
     """Components with expected weight E[π_k] > :data:`USED_WEIGHT`."""
-    alpha = np.asarray(dirichlet.to_standard(globals_.dirichlet))
-    return int(np.sum(alpha / alpha.sum() > USED_WEIGHT))
+    weights, _, _ = mixture_summary(globals_)
+    return int(np.sum(weights > USED_WEIGHT))
 
 
 def evaluate_gmm_svae(runs: OptimizerRuns, bench: SpiralBenchmark, settings: SpiralSettings
@@ -503,13 +505,9 @@ def summarize(gmm_rows: list[dict], vae_rows: list[dict], svae_rows: list[dict],
     optimizers = []
     for opt, history in histories.items():
         rows = [r for r in svae_rows if r["optimizer"] == opt]
-        steps = (steps_to_reach(history, threshold) if threshold is not None
-                 else [None] * len(rows))
-        for j, (r, n) in enumerate(zip(rows, steps, strict=True)):
-            own = seed_thresholds.get(r["seed"])
-            n_seed = (steps_to_reach({"step": history["step"],
-                                      "elbo": np.asarray(history["elbo"])[:, j:j + 1]},
-                                     own)[0] if own is not None else None)
+        steps = steps_to_reach(history, threshold)
+        own = steps_to_reach(history, [seed_thresholds.get(r["seed"]) for r in rows])
+        for r, n, n_seed in zip(rows, steps, own, strict=True):
             optimizers.append({**{k: r[k] for k in ("optimizer", "seed", "step_size",
                                                     "final_elbo", "left_domain",
                                                     "halted_at_step", "heldout_elbo", "ari",

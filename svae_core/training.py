@@ -428,9 +428,11 @@ class Trainer:
     # ------------------------------------------------------------------ driver
 
     def fit(self, states: RunState, start_step: int = 0, history=None, checkpoint_dir=None,
-            progress: bool = True, run_labels=None) -> TrainResult:
-        """Advance every run from start_step to config.steps (a multiple of log_every steps
-        per compiled call), checking for NaN/Inf after each chunk.
+            progress: bool = True, run_labels=None, until: int | None = None) -> TrainResult:
+        """Advance every run from start_step to ``until`` (default config.steps; log_every
+        steps per compiled call), checking for NaN/Inf after each chunk. Stopping early and
+        calling again with the returned states, ``start_step=until`` and the history continues
+        the same runs (a snapshot during training; the schedules depend on the step only).
 
         With several devices the runs and minibatches are sharded over
         :func:`device_mesh` (``TrainResult.num_devices`` says over how many devices); the
@@ -443,11 +445,12 @@ class Trainer:
         if mesh is not None:  # every leaf (num_runs, ...) split on its run axis
             states = jax.device_put(jax.device_get(states), NamedSharding(mesh, P(RUNS_AXIS)))
         labels = run_labels or [str(i) for i in range(num_runs)]
-        bar = tqdm(total=cfg.steps, initial=start_step, disable=not progress, unit="step",
+        stop = cfg.steps if until is None else min(int(until), cfg.steps)
+        bar = tqdm(total=stop, initial=start_step, disable=not progress, unit="step",
                    desc=f"training {num_runs} run(s)")
         step, chunk_seconds = start_step, []
-        while step < cfg.steps:
-            length = min(cfg.log_every, cfg.steps - step)
+        while step < stop:
+            length = min(cfg.log_every, stop - step)
             t0 = time.perf_counter()
             states, metrics = chunk(states, jnp.asarray(step), length)
             metrics = jax.device_get(metrics)  # (runs, length) each

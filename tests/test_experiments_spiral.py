@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from svae_core.experiments import spiral
+from svae_core.experiments import curves, spiral
 from svae_core.expfam import dirichlet, niw
 from svae_core.models import gmm_svae as gs
 
@@ -21,12 +21,12 @@ def history(*curves):
 def test_smoothing_threshold_and_final_elbo_by_hand():
     h = history([0.0, 1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0, 5.0])
     # window 2: the first chunk is padded with itself
-    np.testing.assert_allclose(spiral.smoothed_elbo(h, 2)[:, 0], [0.0, 0.5, 1.5, 2.5, 3.5])
-    assert spiral.steps_to_reach(h, 1.5, window=2) == [30, 10]
-    assert spiral.steps_to_reach(h, 10.0, window=2) == [None, None]
-    np.testing.assert_allclose(spiral.final_elbo(h, window=2), [3.5, 5.0])
+    np.testing.assert_allclose(curves.smoothed_elbo(h, 2)[:, 0], [0.0, 0.5, 1.5, 2.5, 3.5])
+    assert curves.steps_to_reach(h, 1.5, window=2) == [30, 10]
+    assert curves.steps_to_reach(h, 10.0, window=2) == [None, None]
+    np.testing.assert_allclose(curves.final_elbo(h, window=2), [3.5, 5.0])
     # a run always reaches its own final value, at its last chunk at the latest
-    assert spiral.steps_to_reach(h, float(spiral.final_elbo(h, 2)[0]), window=2)[0] == 50
+    assert curves.steps_to_reach(h, float(curves.final_elbo(h, 2)[0]), window=2)[0] == 50
 
 
 def row(optimizer, seed, step, final, left=False, ari=0.5):
@@ -53,7 +53,7 @@ def test_summary_threshold_kept_runs_and_claims():
             row("sgd", 0, 1e-3, -9.0, left=True), row("adam", 0, 1e-2, -6.5)]
     for opt, h in histories.items():  # the rows' final ELBOs are their histories'
         finals = [r["final_elbo"] for r in rows if r["optimizer"] == opt]
-        np.testing.assert_allclose(spiral.final_elbo(h), finals)
+        np.testing.assert_allclose(curves.final_elbo(h), finals)
     gmm_rows = [baseline(0, -5.5, 0.4), baseline(1, -5.4, 0.6)]
     vae_rows = [baseline(0, -6.0, 0.7)]
     s = spiral.summarize(gmm_rows, vae_rows, rows, histories)

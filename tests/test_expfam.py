@@ -232,6 +232,74 @@ def test_unconstrained_coordinates_round_trip_and_cover_only_the_domain():
         np.testing.assert_allclose(dirichlet.to_standard(d), np.exp(log_alpha), rtol=1e-12)
 
 
+def random_mniw_raw(rng, d_out, d_in, scale):
+    """Every field of MNIWUnconstrained drawn i.i.d. N(0, scale²)."""
+    return unconstrained.MNIWUnconstrained(
+        scale * rng.normal(size=(d_out, d_in)), scale * rng.normal(size=(d_in, d_in)),
+        scale * rng.normal(size=(d_out, d_out)), scale * rng.normal())
+
+
+def tril_exp_diag(raw):
+    return np.tril(raw, -1) + np.diag(np.exp(np.diag(raw)))
+
+
+@pytest.mark.parametrize("d_out, d_in", [(3, 4), (2, 2)])
+def test_mniw_unconstrained_round_trip(d_out, d_in):
+    rng = np.random.default_rng(5)
+    std = dict(M=rng.normal(size=(d_out, d_in)), K=spd(rng, d_in, 2.0), S=spd(rng, d_out, 3.0),
+               nu=d_out + 2.0 + rng.uniform())
+    eta = mniw.from_standard(**std)
+    raw = unconstrained.mniw_to_unconstrained(eta)
+    assert raw.M.shape == (d_out, d_in) and raw.precision_tril.shape == (d_in, d_in)
+    assert raw.scale_tril.shape == (d_out, d_out) and raw.log_dof_excess.shape == ()
+    # The raw fields are the documented transforms of the standard parameters.
+    np.testing.assert_allclose(raw.M, std["M"], rtol=1e-10, atol=1e-10)
+    L_K, L_S = tril_exp_diag(raw.precision_tril), tril_exp_diag(raw.scale_tril)
+    np.testing.assert_allclose(L_K @ L_K.T, std["K"], rtol=1e-10)
+    np.testing.assert_allclose(L_S @ L_S.T, std["S"], rtol=1e-10)
+    np.testing.assert_allclose(d_out - 1.0 + np.exp(raw.log_dof_excess), std["nu"], rtol=1e-12)
+    np.testing.assert_array_equal(np.triu(raw.precision_tril, 1), 0.0)
+    np.testing.assert_array_equal(np.triu(raw.scale_tril, 1), 0.0)
+    back = unconstrained.mniw_from_unconstrained(raw)
+    for a, b in zip(back, eta, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("d_out, d_in", [(3, 4), (2, 2)])
+def test_mniw_unconstrained_covers_only_the_domain(d_out, d_in):
+    from svae_core.natgrad import in_domain
+
+    for seed in range(6):
+        raw = random_mniw_raw(np.random.default_rng(seed), d_out, d_in, scale=2.0)
+        eta = unconstrained.mniw_from_unconstrained(raw)
+        assert bool(in_domain("mniw", eta)), seed
+        # The member's parameters are the documented transforms; the strict upper
+        # triangles of precision_tril and scale_tril are ignored.
+        assert float(eta.nu) > d_out - 1
+        np.testing.assert_allclose(eta.nu, d_out - 1.0 + np.exp(raw.log_dof_excess),
+                                   rtol=1e-12)
+        L_K = tril_exp_diag(raw.precision_tril)
+        np.testing.assert_allclose(eta.K, L_K @ L_K.T, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(eta.MK, raw.M @ L_K @ L_K.T, rtol=1e-10, atol=1e-10)
+
+
+def test_mniw_unconstrained_ignores_the_strict_upper_triangles():
+    rng = np.random.default_rng(7)
+    raw = random_mniw_raw(rng, 3, 4, scale=0.5)
+    weights = mniw.MNIWNatural(rng.normal(size=(3, 3)), rng.normal(size=(3, 4)),
+                               rng.normal(size=(4, 4)), rng.normal())
+
+    def f(r):
+        eta = unconstrained.mniw_from_unconstrained(r)
+        return mniw.log_partition(eta) + base.inner(weights, eta)
+
+    g = jax.grad(f)(raw)
+    for field, d in [("precision_tril", 4), ("scale_tril", 3)]:
+        grad = np.asarray(getattr(g, field))
+        np.testing.assert_array_equal(grad[np.triu_indices(d, 1)], 0.0)
+        assert np.all(grad[np.tril_indices(d)] != 0.0)  # the lower triangle does matter
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_log_prob_matches_scipy(family):
     """log_prob = ⟨η, t⟩ − A(η) + log h against scipy's densities: checks A, t and h together."""

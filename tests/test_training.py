@@ -78,6 +78,16 @@ def test_resume_continues_exactly(trainer, tmp_path):
     assert resumed.history["step"] == full.history["step"]
 
 
+def test_fit_until_then_continue_equals_one_fit(trainer):
+    full = trainer.fit(trainer.init_runs([5]), progress=False)
+    first = trainer.fit(trainer.init_runs([5]), progress=False, until=20)
+    assert first.history["step"] == [10, 20]
+    rest = trainer.fit(first.states, start_step=20, history=first.history, progress=False)
+    for r, f in zip(_leaves(rest.states), _leaves(full.states), strict=True):
+        np.testing.assert_allclose(r, f, rtol=1e-6, atol=1e-7)
+    assert rest.history["step"] == full.history["step"]
+
+
 def test_checkpoint_refuses_other_config(trainer, tmp_path):
     states = trainer.init_runs([0])
     save_checkpoint(tmp_path, states, 0, {"step": []}, trainer.config)

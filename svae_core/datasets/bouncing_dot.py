@@ -41,6 +41,7 @@ from svae_core.datasets._validation import check_float, check_int
 __all__ = [
     "BouncingDotBenchmark",
     "BouncingDotData",
+    "frame_positions",
     "make_bouncing_dot_dataset",
     "render",
     "triangle_wave",
@@ -132,6 +133,74 @@ def render(positions, num_pixels: int = 20, width: float = 0.15) -> np.ndarray:
         raise ValueError("positions must be finite")
     grid = np.linspace(-1.0, 1.0, num_pixels)
     return np.exp(-0.5 * ((grid - positions[..., None]) / width) ** 2).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- read-out
+
+# Frames per block in frame_positions: bounds its (block, resolution) float64 scores to
+# about 2**22 entries (32 MiB), whatever the number of frames.
+_READOUT_BLOCK_ENTRIES = 2**22
+
+
+def frame_positions(frames, width: float = 0.15, resolution: int = 481, extent: float = 1.2
+                    ) -> np.ndarray:
+    """The dot's position read from frames by template matching, in image units.
+
+    What it is for: reading the dot's position off a decoded or predicted frame — the model's
+    images, not its latents, whose coordinates are arbitrary — so that predictions can be
+    compared with the true positions in image units (e.g. a prediction error in image units
+    per frame ahead).
+
+    Each frame f is fitted by a · g_c, with g_c = ``render([c], P, width)`` the bump centred at
+    c (so the pixel grid and width are the renderer's own) and a ≥ 0 its best amplitude in
+    least squares, a = max(0, ⟨f, g_c⟩/⟨g_c, g_c⟩). The read-out is the candidate centre c
+    on ``linspace(−extent, extent, resolution)`` with the smallest squared residual
+    ‖f − a·g_c‖² = ‖f‖² − max(0, ⟨f, g_c⟩)²/⟨g_c, g_c⟩. With no candidate fitting better
+    than a = 0 (a frame that is zero, or nowhere positively correlated with a bump) all
+    residuals tie and the candidate nearest 0 is returned (0 itself for an odd resolution).
+
+    Args:
+        frames: (..., P) frames, any leading shape (e.g. (S, samples, T, P) predictions), P ≥ 2
+            pixels on the grid ``linspace(−1, 1, P)``, finite. Any real dtype.
+        width: the bump's standard deviation in image units, > 0 (the renderer's, 0.15 by
+            default).
+        resolution: number of candidate centres, ≥ 2; the read-out is quantised to the grid
+            spacing 2·extent/(resolution − 1) (0.005 image units at the defaults).
+        extent: candidates span [−extent, extent] image units, > 0 (beyond the walls ±1, so a
+            prediction that overshoots a wall reads as such).
+    Returns:
+        float64 (...) positions in image units, in [−extent, extent]. Memory: the scores are
+        formed in blocks of frames, at most about 2**22 float64 entries at a time.
+    Raises:
+        ValueError: on a bad ``width``, ``resolution`` or ``extent``, frames with fewer than
+            two pixels on the last axis, or non-finite frames.
+    """
+    width = check_float("width", width)
+    resolution = check_int("resolution", resolution, minimum=2)
+    extent = check_float("extent", extent)
+    frames = np.asarray(frames)
+    if frames.ndim < 1 or frames.shape[-1] < 2:
+        raise ValueError(f"frames must have shape (..., P) with P >= 2, got {frames.shape}")
+    if not np.issubdtype(frames.dtype, np.number) or np.iscomplexobj(frames):
+        raise ValueError(f"frames must be real numbers, got dtype {frames.dtype}")
+    if not np.all(np.isfinite(frames)):
+        raise ValueError("frames must be finite")
+    num_pixels = frames.shape[-1]
+    centres = np.linspace(-extent, extent, resolution)
+    # Candidates ordered by distance from 0, so that argmax resolves ties towards the centre.
+    centres = centres[np.argsort(np.abs(centres), kind="stable")]
+    templates = render(centres, num_pixels, width).astype(np.float64)  # (R, P)
+    norms = np.sum(templates**2, axis=-1)  # 0 only for a bump entirely off the image
+    inv_norms = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+
+    flat = frames.reshape(-1, num_pixels)
+    out = np.empty(flat.shape[0], np.float64)
+    block = max(1, _READOUT_BLOCK_ENTRIES // resolution)
+    for start in range(0, flat.shape[0], block):
+        corr = flat[start:start + block].astype(np.float64) @ templates.T  # (block, R)
+        fit = np.maximum(corr, 0.0) ** 2 * inv_norms  # ‖f‖² − residual
+        out[start:start + block] = centres[np.argmax(fit, axis=-1)]
+    return out.reshape(frames.shape[:-1])
 
 
 # ----------------------------------------------------------------------------- data set

@@ -55,8 +55,8 @@ def reference_log_likelihoods(ssm, y) -> tuple[float, float]:
 
 
 def conjugate_svae_task(model_config: ModelConfig, train_config: TrainConfig,
-                        num_sequences: int, num_timesteps: int, globals_after: int = 0
-                        ) -> TrainingTask:
+                        num_sequences: int, num_timesteps: int, globals_after: int = 0,
+                        initial_globals=None) -> TrainingTask:
     """The :class:`~svae_core.training.TrainingTask` of the conjugate LDS-SVAE.
 
     Data: {"y": (S, T, N), "observed": (S, T) bool}. Loss: the negative ELBO per time step
@@ -65,13 +65,19 @@ def conjugate_svae_task(model_config: ModelConfig, train_config: TrainConfig,
     η ← η + ρ(η₀ + (N/|B|)Σ_B E[t] − η), Eq. 4's first term in closed form
     (:func:`svae_core.natgrad.svi_term`, plain SGD at rate ρ·N·T·obs_dim); the networks Adam.
     Rates per run: {"networks": Adam's rate, "globals": ρ}. ``globals_after``: q(θ) stays at
-    the prior for this many steps while the networks train."""
+    the prior for this many steps while the networks train. ``initial_globals``: q(θ)'s start
+    (:class:`~svae_core.models.conjugate_svae.LDSGlobals`; None: the prior)."""
     model = cs.ConjugateSVAE(model_config, num_sequences)
     scale = num_timesteps * model_config.obs_dim
 
     def init(key, data):
         k_init, k_apply = jax.random.split(key)
-        return model.init(k_init, data["y"][0], jnp.ones(num_timesteps, bool), k_apply)
+        params = model.init(k_init, data["y"][0], jnp.ones(num_timesteps, bool), k_apply)
+        if initial_globals is None:
+            return params
+        start = jax.tree.map(lambda g, x: jnp.asarray(x, g.dtype),
+                             params["params"]["globals"], initial_globals)
+        return {"params": {**params["params"], "globals": start}}
 
     def loss(params, batch, key, step):
         k_mask, k_elbo = jax.random.split(key)
@@ -121,6 +127,7 @@ def train_and_evaluate(
     globals_mode: str = "point",
     natgrad_step: float = 0.1,
     globals_after: int = 0,
+    initial_globals=None,
 ) -> TrainedRuns:
     """Train runs (seed_i, learning_rate_i) of one model together, then evaluate each.
 
@@ -136,7 +143,8 @@ def train_and_evaluate(
             continuing exactly from the last one.
         globals_mode: :data:`GLOBALS`; "natgrad" (``model_name`` "svae" only) trains q(θ) by
             SVI with step ``natgrad_step`` from step ``globals_after``
-            (:func:`conjugate_svae_task`). Its ELBOs are then
+            (:func:`conjugate_svae_task`), starting from ``initial_globals`` (None: the
+            prior; ``natgrad_step=0`` holds q(θ) there). Its ELBOs are then
             the local ELBOs (no share of KL(q(θ)‖p(θ))), bounds on E_q(θ) log p(y | θ, γ).
     Returns:
         :class:`TrainedRuns`; each record holds ``model``, ``seed``, ``learning_rate``,
@@ -157,7 +165,8 @@ def train_and_evaluate(
                              f"its LDS); got model {model_name!r}")
         S, T = y_train.shape[:2]
         obs = np.ones((S, T), bool) if observed is None else np.asarray(observed, bool)
-        task = conjugate_svae_task(model_config, train_config, S, T, globals_after)
+        task = conjugate_svae_task(model_config, train_config, S, T, globals_after,
+                                   initial_globals)
         trainer = Trainer(None, {"y": y_train, "observed": obs},
                           dataclasses.replace(train_config, mask_fraction=0.0), task=task)
         model = cs.ConjugateSVAE(model_config)  # evaluation: local ELBOs, no global KL share

@@ -36,6 +36,13 @@ from scipy.cluster.vq import kmeans2, vq
 
 from svae_core.datasets.spiral import SpiralBenchmark, make_spiral_dataset
 from svae_core.evaluation import adjusted_rand_index
+from svae_core.experiments.curves import (
+    fastest,
+    final_elbo,
+    kept,
+    optimizer_race,
+    seed_wins,
+)
 from svae_core.expfam import dirichlet, niw, unconstrained
 from svae_core.models import gmm
 from svae_core.models import gmm_svae as gs
@@ -256,37 +263,6 @@ def halted_at(runs: OptimizerRuns) -> np.ndarray:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def smoothed_elbo(history: dict, window: int = 5) -> np.ndarray:
-    """(chunks, runs) training ELBO per point, a moving average over ``window`` logged
-    chunks (each chunk already averages log_every minibatches)."""
-    elbo = np.asarray(history["elbo"], float)
-    kernel = np.ones(window) / window
-    out = np.empty_like(elbo)
-    for j in range(elbo.shape[1]):
-        padded = np.concatenate([np.full(window - 1, elbo[0, j]), elbo[:, j]])
-        out[:, j] = np.convolve(padded, kernel, mode="valid")
-    return out
-
-
-def steps_to_reach(history: dict, threshold, window: int = 5) -> list:
-    """Per run, the first logged step whose smoothed training ELBO ≥ threshold (None: never).
-    threshold: one number for every run, or (runs,) with None for runs not to score."""
-    smooth = smoothed_elbo(history, window)
-    steps = np.asarray(history["step"])
-    per_run = np.broadcast_to(np.asarray(threshold, object), smooth.shape[1:])
-    out = []
-    for j in range(smooth.shape[1]):
-        hit = [] if per_run[j] is None else np.nonzero(smooth[:, j] >= per_run[j])[0]
-        out.append(int(steps[hit[0]]) if len(hit) else None)
-    return out
-
-
-def final_elbo(history: dict, window: int = 5) -> np.ndarray:
-    """(runs,) the last smoothed training ELBO per point (:func:`smoothed_elbo`): what a run
-    ends at, on the scale that :func:`steps_to_reach` compares with a threshold."""
-    return smoothed_elbo(history, window)[-1]
-
-
 def _heldout(model, params, y, num_samples, key):
     """Per-point held-out ELBO (N,) and responsibilities (N, K) from one local step."""
     terms = model.apply(params["networks"], y, gs.expected_global_stats(params["globals"]),
@@ -431,11 +407,6 @@ def evaluate_gmm(bench: SpiralBenchmark, settings: SpiralSettings) -> list[dict]
     return rows
 
 
-def kept(rows: list[dict]) -> dict:
-    """The row with the best final training ELBO (the seed a user would keep)."""
-    return max(rows, key=lambda r: r["final_elbo"])
-
-
 # ----------------------------------------------------------------------------- figures
 
 
@@ -496,40 +467,14 @@ def summarize(gmm_rows: list[dict], vae_rows: list[dict], svae_rows: list[dict],
         out["per_seed"] = [{k: r[k] for k in metrics} for r in rows]
         return out
 
-    valid = [r for r in svae_rows if not r["left_domain"]]
-    alternatives = [r for r in valid if r["optimizer"] in ("sgd", "adam")]
-    best_alt = kept(alternatives) if alternatives else None
-    threshold = best_alt["final_elbo"] if best_alt else None
-    seed_thresholds = {seed: kept([r for r in alternatives if r["seed"] == seed])["final_elbo"]
-                       for seed in sorted({r["seed"] for r in alternatives})}
-    optimizers = []
-    for opt, history in histories.items():
-        rows = [r for r in svae_rows if r["optimizer"] == opt]
-        steps = steps_to_reach(history, threshold)
-        own = steps_to_reach(history, [seed_thresholds.get(r["seed"]) for r in rows])
-        for r, n, n_seed in zip(rows, steps, own, strict=True):
-            optimizers.append({**{k: r[k] for k in ("optimizer", "seed", "step_size",
-                                                    "final_elbo", "left_domain",
-                                                    "halted_at_step", "heldout_elbo", "ari",
-                                                    "components_used")},
-                               "steps_to_threshold": None if r["left_domain"] else n,
-                               "steps_to_seed_threshold": None if r["left_domain"] else n_seed})
-    chosen_rows = [r for r in valid if r["optimizer"] == chosen]
+    race = optimizer_race(svae_rows, histories, fields=("heldout_elbo", "ari",
+                                                        "components_used"))
+    chosen_rows = [r for r in svae_rows if r["optimizer"] == chosen and not r["left_domain"]]
     results = {"gmm": entry(gmm_rows), "vae": entry(vae_rows)}
     if chosen_rows:
         results["gmm_svae"] = {**entry(chosen_rows), "optimizer": chosen,
                                "step_size": kept(chosen_rows)["step_size"]}
-    return {"results": results, "optimizers": optimizers, "threshold": threshold,
-            "seed_thresholds": seed_thresholds,
-            "best_alternative": ({k: best_alt[k] for k in ("optimizer", "seed", "step_size",
-                                                           "final_elbo")}
-                                 if best_alt else None)}
-
-
-def _fastest(optimizers, name):
-    steps = [o["steps_to_threshold"] for o in optimizers
-             if o["optimizer"] == name and o["steps_to_threshold"] is not None]
-    return min(steps) if steps else None
+    return {"results": results, **race}
 
 
 def claims(summary: dict, ari_target: float = 0.9) -> list[dict]:
@@ -567,8 +512,7 @@ def claims(summary: dict, ari_target: float = 0.9) -> list[dict]:
                     f"{', '.join(f'{r:g}' for r in sorted({o['step_size'] for o in runs}))})",
             "reproduced": left == 0})
     runs = [o for o in opts if o["optimizer"] == "sgd"]
-    fastest_natgrad = min((s for s in (_fastest(opts, n) for n in ("natgrad", "natgrad_first"))
-                           if s is not None), default=None)
+    fastest_natgrad = fastest(opts, ("natgrad", "natgrad_first"))
     if runs:
         left = sum(o["left_domain"] for o in runs)
         slower = [o for o in runs if not o["left_domain"]
@@ -582,11 +526,11 @@ def claims(summary: dict, ari_target: float = 0.9) -> list[dict]:
             "reproduced": left + len(slower) == len(runs)})
     alt = summary["best_alternative"]
     if alt is not None:
-        alt_steps = _fastest(opts, alt["optimizer"])
+        alt_steps = fastest(opts, alt["optimizer"])
         for name in ("natgrad", "natgrad_first"):
             if not any(o["optimizer"] == name for o in opts):
                 continue
-            mine = _fastest(opts, name)
+            mine = fastest(opts, name)
             out.append({
                 "claim": f"{OPTIMIZER_LABELS[name]} reaches the best alternative's final "
                          "training ELBO in fewer steps",
@@ -601,15 +545,7 @@ def claims(summary: dict, ari_target: float = 0.9) -> list[dict]:
     for name in ("natgrad", "natgrad_first"):
         if not seeds or not any(o["optimizer"] == name for o in opts):
             continue
-        wins = []
-        for seed in seeds:
-            def fastest(names, seed=seed):
-                steps = [o["steps_to_seed_threshold"] for o in opts
-                         if o["optimizer"] in names and o["seed"] == seed
-                         and o["steps_to_seed_threshold"] is not None]
-                return min(steps) if steps else None
-            mine, theirs = fastest((name,)), fastest(("sgd", "adam"))
-            wins.append(mine is not None and (theirs is None or mine < theirs))
+        wins = seed_wins(summary, name)
         out.append({
             "claim": f"{OPTIMIZER_LABELS[name]}, seed by seed: reaches the final training "
                      f"ELBO of that seed's best alternative ({alt_name}) in fewer steps",

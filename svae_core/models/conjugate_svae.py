@@ -86,6 +86,23 @@ def prior_globals(latent_dim: int, dtype=None) -> LDSGlobals:
         mniw.from_standard(eye, eye / (2 * n), scale, nu))
 
 
+def concentrated_globals(prior: LDSPrior, pseudo_count: float = 1e4) -> LDSGlobals:
+    """q(θ) concentrated at one LDS: NIW(m = m1, κ = c, S = c·Q1, ν = c) and
+    MNIW(M = A, K = c·I, S = c·Q, ν = c), c = ``pseudo_count`` (as if fitted to c transitions).
+
+    Its expected prior (:func:`expected_prior`) has Ā = A, Q̄ = Q, m̄1 = m1, Q̄1 = Q1 and a
+    remainder W = D/c·I that vanishes as c grows. ``prior``: an
+    :class:`~svae_core.inference.LDSPrior` with time-invariant A, Q and b = 0 (the conjugate
+    model has no offset)."""
+    D = prior.m1.shape[-1]
+    dtype = jnp.result_type(prior.Q.dtype, float)
+    c = jnp.asarray(pseudo_count, dtype)
+    return LDSGlobals(
+        niw.from_standard(jnp.asarray(prior.m1, dtype), c, c * jnp.asarray(prior.Q1, dtype), c),
+        mniw.from_standard(jnp.asarray(prior.A, dtype), c * jnp.eye(D, dtype=dtype),
+                           c * jnp.asarray(prior.Q, dtype), c))
+
+
 def global_kl(globals_: LDSGlobals, prior: LDSGlobals) -> jax.Array:
     """KL(q(θ) ‖ p(θ)) in nats, closed form."""
     return niw.kl(globals_.init, prior.init) + mniw.kl(globals_.dynamics, prior.dynamics)
@@ -255,6 +272,7 @@ __all__ = [
     "ConjugateSVAE",
     "ConjugateTerms",
     "LDSGlobals",
+    "concentrated_globals",
     "expected_local_stats",
     "expected_log_dynamics",
     "expected_prior",

@@ -274,6 +274,22 @@ def test_spiral_gmm_results(built_book):
         isinstance(c["reproduced"], bool) for c in results["claims"])
 
 
+def test_bouncing_dot_results(built_book):
+    results = json.loads((EXECUTED / "bouncing_dot.json").read_text())
+    assert results["profile"] == "smoke" and results["device"]["summary"]
+    # position R² and prediction error of the kept natural-gradient run, in image units
+    assert results["r2_position"] <= 1 and 0 <= results["prediction_error"] <= 2
+    assert results["kept"]["optimizer"] == "natgrad"
+    settings = results["settings"]
+    runs = results["optimizers"]
+    assert len(runs) == sum(len(v) for v in settings["step_sizes"].values()) * len(
+        settings["seeds"])
+    for r in runs:
+        assert (r["halted_at_step"] is None) == (not r["left_domain"]), r
+        assert math.isfinite(r["final_elbo"]) and math.isfinite(r["heldout_elbo"]), r
+    assert all(isinstance(c["reproduced"], bool) for c in results["claims"])
+
+
 def test_html_pages_exist(built_book):
     assert (HTML / "index.html").exists()
     assert (HTML / "intro.html").exists()

@@ -70,15 +70,17 @@ def test_concentrated_q_theta_is_the_point_estimate_svae():
     model, params, y, mask = setup_model()
     A, Q = jnp.asarray(rotation()), jnp.array([[0.3, 0.1], [0.1, 0.2]])
     m1, Q1 = jnp.array([0.5, -1.0]), jnp.array([[1.0, 0.2], [0.2, 0.5]])
-    big = 1e10
-    glob = cs.LDSGlobals(niw.from_standard(m1, big, big * Q1, big),
-                         mniw.from_standard(A, big * jnp.eye(D), big * Q, big))
+    prior = LDSPrior(m1, Q1, A, jnp.zeros(D), Q)
+    glob = cs.concentrated_globals(prior, 1e10)
+    std = mniw.to_standard(glob.dynamics)  # the documented standard parameters
+    np.testing.assert_allclose(std.S / std.nu, Q, rtol=1e-12)
+    np.testing.assert_allclose(std.K, 1e10 * np.eye(D), rtol=1e-12)
+    np.testing.assert_allclose(niw.to_standard(glob.init).m, m1, rtol=1e-12)
     p = with_globals(params, glob)
     key = jax.random.PRNGKey(3)
     out = model.apply(p, y, mask, key, num_samples=4)
 
     pots = model.apply(p, y, mask, method="potentials")
-    prior = LDSPrior(m1, Q1, A, jnp.zeros(D), Q)
     post, x = lds_smoother_and_sample(key, prior, pots, num_samples=4, method="sequential")
     recon = reconstruction(lambda z: model.apply(p, z, method="decode"), x, y)
     kl = expected_log_potentials(pots.J, pots.h, post.mean, post.cov) - post.log_normalizer

@@ -85,13 +85,13 @@ class BouncingDotSettings:
     predict_periods: int = 3
     latent_dim: int = 10
     hidden: tuple = (50,)
-    steps: int = 2000
-    early_step: int = 200
+    steps: int = 1000
+    early_step: int = 100
     batch_size: int = 10
     log_every: int = 20
     seeds: tuple = (0,)
     step_sizes: dict = dataclasses.field(default_factory=lambda: {
-        "natgrad": (0.1, 1.0), "sgd": (1e-3, 1e-2, 1e-1), "adam": (1e-3, 1e-2, 1e-1)})
+        "natgrad": (0.1, 1.0), "sgd": (1e3, 1e4, 1e5), "adam": (1e-2, 1e-1, 1.0)})
     network_rate: float = 1e-3
     prediction_samples: int = 50
     data_seed: int = 0
@@ -108,7 +108,7 @@ PROFILES = {
                                              "adam": (1e-2,)},
                                  prediction_samples=5),
     "quick": BouncingDotSettings(),
-    "full": BouncingDotSettings(steps=5000, early_step=500, seeds=(0, 1, 2)),
+    "full": BouncingDotSettings(steps=3000, early_step=100, seeds=(0, 1, 2)),
 }
 
 

@@ -95,7 +95,7 @@ def concentrated_globals(prior: LDSPrior, pseudo_count: float = 1e4) -> LDSGloba
     :class:`~svae_core.inference.LDSPrior` with time-invariant A, Q and b = 0 (the conjugate
     model has no offset)."""
     D = prior.m1.shape[-1]
-    dtype = jnp.result_type(prior.Q.dtype, float)
+    dtype = jnp.asarray(prior.Q).dtype
     c = jnp.asarray(pseudo_count, dtype)
     return LDSGlobals(
         niw.from_standard(jnp.asarray(prior.m1, dtype), c, c * jnp.asarray(prior.Q1, dtype), c),

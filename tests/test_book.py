@@ -255,6 +255,19 @@ def test_pendulum_results(built_book):
                          for v in row.values())
 
 
+def check_optimizer_race(results):
+    """One entry per (optimiser, step size, seed) of the settings; halted runs say when."""
+    settings = results["settings"]
+    runs = results["optimizers"]
+    assert len(runs) == sum(len(v) for v in settings["step_sizes"].values()) * len(
+        settings["seeds"])
+    for r in runs:
+        assert (r["halted_at_step"] is None) == (not r["left_domain"]), r
+        assert math.isfinite(r["final_elbo"]) and math.isfinite(r["heldout_elbo"]), r
+    assert {c["claim"] for c in results["claims"]} and all(
+        isinstance(c["reproduced"], bool) for c in results["claims"])
+
+
 def test_spiral_gmm_results(built_book):
     results = json.loads((EXECUTED / "spiral_gmm.json").read_text())
     assert results["profile"] == "smoke" and results["device"]["summary"]
@@ -263,15 +276,7 @@ def test_spiral_gmm_results(built_book):
         assert math.isfinite(row["heldout_elbo"]) and -1 <= row["ari"] <= 1, method
         # the reported row is the kept seed: the best final training ELBO of its seeds
         assert row["final_elbo"] == max(s["final_elbo"] for s in row["per_seed"]), method
-    settings = results["settings"]
-    runs = results["optimizers"]
-    assert len(runs) == sum(len(v) for v in settings["step_sizes"].values()) * len(
-        settings["seeds"])
-    for r in runs:
-        assert (r["halted_at_step"] is None) == (not r["left_domain"]), r
-        assert math.isfinite(r["final_elbo"]), r
-    assert {c["claim"] for c in results["claims"]} and all(
-        isinstance(c["reproduced"], bool) for c in results["claims"])
+    check_optimizer_race(results)
 
 
 def test_bouncing_dot_results(built_book):
@@ -280,14 +285,7 @@ def test_bouncing_dot_results(built_book):
     # position R² and prediction error of the kept natural-gradient run, in image units
     assert results["r2_position"] <= 1 and 0 <= results["prediction_error"] <= 2
     assert results["kept"]["optimizer"] == "natgrad"
-    settings = results["settings"]
-    runs = results["optimizers"]
-    assert len(runs) == sum(len(v) for v in settings["step_sizes"].values()) * len(
-        settings["seeds"])
-    for r in runs:
-        assert (r["halted_at_step"] is None) == (not r["left_domain"]), r
-        assert math.isfinite(r["final_elbo"]) and math.isfinite(r["heldout_elbo"]), r
-    assert all(isinstance(c["reproduced"], bool) for c in results["claims"])
+    check_optimizer_race(results)
 
 
 def test_html_pages_exist(built_book):

@@ -36,13 +36,7 @@ from scipy.cluster.vq import kmeans2, vq
 
 from svae_core.datasets.spiral import SpiralBenchmark, make_spiral_dataset
 from svae_core.evaluation import adjusted_rand_index
-from svae_core.experiments.curves import (
-    fastest,
-    final_elbo,
-    kept,
-    optimizer_race,
-    seed_wins,
-)
+from svae_core.experiments.curves import final_elbo, kept, optimizer_race, race_claims
 from svae_core.expfam import dirichlet, niw, unconstrained
 from svae_core.models import gmm
 from svae_core.models import gmm_svae as gs
@@ -480,7 +474,7 @@ def summarize(gmm_rows: list[dict], vae_rows: list[dict], svae_rows: list[dict],
 def claims(summary: dict, ari_target: float = 0.9) -> list[dict]:
     """The paper's spiral claims (§2.1 Fig. 1, §4.2) checked against :func:`summarize`'s
     output: a list of {"claim", "paper", "ours", "reproduced"}."""
-    res, opts = summary["results"], summary["optimizers"]
+    res = summary["results"]
     out = []
     sv, g, v = res.get("gmm_svae"), res["gmm"], res["vae"]
     if sv is not None:
@@ -500,56 +494,6 @@ def claims(summary: dict, ari_target: float = 0.9) -> list[dict]:
             "ours": f"{g['heldout_elbo']:.3f} / {v['heldout_elbo']:.3f} / "
                     f"{sv['heldout_elbo']:.3f} nats",
             "reproduced": True})
-    for name in ("natgrad", "natgrad_first"):
-        runs = [o for o in opts if o["optimizer"] == name]
-        if not runs:
-            continue
-        left = sum(o["left_domain"] for o in runs)
-        out.append({
-            "claim": f"{OPTIMIZER_LABELS[name]}: no run leaves the parameter domain",
-            "paper": "natural-gradient SVI steps are convex combinations (§4.2)",
-            "ours": f"{left} of {len(runs)} runs left it (step sizes "
-                    f"{', '.join(f'{r:g}' for r in sorted({o['step_size'] for o in runs}))})",
-            "reproduced": left == 0})
-    runs = [o for o in opts if o["optimizer"] == "sgd"]
-    fastest_natgrad = fastest(opts, ("natgrad", "natgrad_first"))
-    if runs:
-        left = sum(o["left_domain"] for o in runs)
-        slower = [o for o in runs if not o["left_domain"]
-                  and (o["steps_to_threshold"] is None or fastest_natgrad is None
-                       or o["steps_to_threshold"] > fastest_natgrad)]
-        out.append({
-            "claim": f"{OPTIMIZER_LABELS['sgd']} at {len(runs)} step sizes × seeds: every "
-                     "run leaves the domain or is slower than the natural gradient",
-            "paper": "Fig. 5a (on the LDS): standard gradient steps much slower",
-            "ours": f"{left} of {len(runs)} left the domain, {len(slower)} slower",
-            "reproduced": left + len(slower) == len(runs)})
-    alt = summary["best_alternative"]
-    if alt is not None:
-        alt_steps = fastest(opts, alt["optimizer"])
-        for name in ("natgrad", "natgrad_first"):
-            if not any(o["optimizer"] == name for o in opts):
-                continue
-            mine = fastest(opts, name)
-            out.append({
-                "claim": f"{OPTIMIZER_LABELS[name]} reaches the best alternative's final "
-                         "training ELBO in fewer steps",
-                "paper": "Fig. 5a: natural gradient much faster than standard gradient",
-                "ours": f"threshold {summary['threshold']:.3f} nats/point (best of "
-                        f"{OPTIMIZER_LABELS[alt['optimizer']]}, step {alt['step_size']:g}): "
-                        f"{'never' if mine is None else f'{mine} steps'} against "
-                        f"{alt_steps} steps",
-                "reproduced": mine is not None and alt_steps is not None and mine < alt_steps})
-    seeds = sorted(summary.get("seed_thresholds", {}))
-    alt_name = " / ".join(OPTIMIZER_LABELS[o] for o in ("sgd", "adam"))
-    for name in ("natgrad", "natgrad_first"):
-        if not seeds or not any(o["optimizer"] == name for o in opts):
-            continue
-        wins = seed_wins(summary, name)
-        out.append({
-            "claim": f"{OPTIMIZER_LABELS[name]}, seed by seed: reaches the final training "
-                     f"ELBO of that seed's best alternative ({alt_name}) in fewer steps",
-            "paper": "Fig. 5a: natural gradient much faster than standard gradient",
-            "ours": f"{sum(wins)} of {len(seeds)} seeds",
-            "reproduced": bool(all(wins))})
+    out += race_claims(summary, OPTIMIZER_LABELS, ("natgrad", "natgrad_first"), "nats/point",
+                       sgd_paper="Fig. 5a (on the LDS): standard gradient steps much slower")
     return out

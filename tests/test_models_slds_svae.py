@@ -1,0 +1,133 @@
+"""The switching-LDS SVAE (svae_core.models.slds_svae).
+
+References: the conjugate LDS-SVAE for K = 1; the general expected-prior route
+(svae_core.inference.expected_prior) on per-step weighted statistics; the exponential-family
+inner product ⟨E[t(θ)], E[t(x)]⟩ for the state log-likelihoods; monotone coordinate ascent.
+float64, tiny sizes."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from svae_core.expfam import mniw, niw
+from svae_core.inference import GaussianPotentials, lds_smoother
+from svae_core.inference.expected_prior import expected_lds_prior
+from svae_core.models import conjugate_svae as cs
+from svae_core.models import slds_svae as ss
+from svae_core.models.base import ModelConfig
+
+D, P, T, K = 2, 3, 12, 3
+
+
+@pytest.fixture(autouse=True)
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def config():
+    return ModelConfig(latent_dim=D, obs_dim=P, encoder_hidden=(5,), decoder_hidden=(5,),
+                       smoother="sequential")
+
+
+def sharp_globals(key, num_states=K, strength=50.0):
+    """q(θ) with distinct, fairly concentrated state dynamics (rotations at different speeds)
+    and uneven transition rows: what mean field sees after some training."""
+    g = ss.prior_globals(num_states, D)
+    angles = jnp.linspace(0.2, 1.2, num_states)
+    M = jax.vmap(lambda a: 0.95 * jnp.array([[jnp.cos(a), -jnp.sin(a)],
+                                             [jnp.sin(a), jnp.cos(a)]]))(angles)
+    eye = jnp.eye(D)
+    dyn = jax.vmap(lambda m: mniw.from_standard(m, strength * eye, 0.1 * strength * eye,
+                                                strength))(M)
+    rows = jax.random.uniform(key, (num_states, num_states), minval=1.0, maxval=20.0)
+    return g._replace(dynamics=dyn, transitions=g.transitions._replace(alpha_minus_one=rows))
+
+
+def potentials(key, strength=2.0):
+    k1, k2 = jax.random.split(key)
+    J = strength * (0.5 + jax.random.uniform(k1, (T, D)))
+    return GaussianPotentials(J, J * jax.random.normal(k2, (T, D)) * 2.0)
+
+
+def test_one_state_is_the_conjugate_lds_svae():
+    cfg = config()
+    slds = ss.SLDSSVAE(cfg, 1, num_sweeps=3)
+    conj = cs.ConjugateSVAE(cfg)
+    y = jax.random.normal(jax.random.PRNGKey(0), (T, P))
+    mask = jnp.ones(T, bool).at[4].set(False)
+    p = slds.init(jax.random.PRNGKey(1), y, mask, jax.random.PRNGKey(2))
+    p = jax.tree.map(lambda a: a.astype(jnp.float64), p)
+    g = sharp_globals(jax.random.PRNGKey(3), 1)
+    p = {"params": {**p["params"], "globals": g}}
+    pc = {"params": {**p["params"], "globals": cs.LDSGlobals(
+        g.init, jax.tree.map(lambda a: a[0], g.dynamics))}}
+    key = jax.random.PRNGKey(4)
+    a = slds.apply(p, y, mask, key, 3)
+    b = conj.apply(pc, y, mask, key, 3)
+    np.testing.assert_allclose(a.reconstruction, b.reconstruction, rtol=1e-10)
+    np.testing.assert_allclose(a.kl, b.kl, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(a.marginals, 1.0)
+
+
+def test_coordinate_ascent_never_lowers_the_surrogate_objective():
+    g = sharp_globals(jax.random.PRNGKey(0))
+    for seed in range(3):
+        mf = ss.mean_field(g, potentials(jax.random.PRNGKey(10 + seed)), num_sweeps=12)
+        s = np.asarray(mf.surrogate)
+        assert np.all(np.diff(s) >= -1e-9 * np.abs(s[:-1])), s
+        assert s[-1] > s[0] + 1e-6  # the sweeps do move q(z) away from its first guess
+        m = np.asarray(mf.qz.marginals)
+        np.testing.assert_allclose(m.sum(-1), 1.0, rtol=1e-10)
+        assert m.max(-1).mean() > 1 / K + 0.1  # informative, not uniform
+
+
+def test_mixture_prior_equals_the_general_route_on_weighted_statistics():
+    g = sharp_globals(jax.random.PRNGKey(0))
+    w = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(1), (T - 1, K)) * 2.0, -1)
+    mine = ss.mixture_expected_prior(g, w)
+    stats = jax.vmap(mniw.expected_dynamics_stats)(g.dynamics)
+    per_step = tuple(jnp.einsum("tk,k...->t...", w, s) for s in stats)
+    ref = expected_lds_prior(tuple(niw.expected_precision_stats(g.init)), per_step)
+    for a, b in ((mine.prior.A, ref.prior.A), (mine.prior.Q, ref.prior.Q),
+                 (mine.prior.m1, ref.prior.m1), (mine.prior.Q1, ref.prior.Q1),
+                 (mine.potentials.J, ref.potentials.J), (mine.constant, ref.constant)):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_state_log_likelihoods_are_the_exponential_family_inner_products():
+    g = sharp_globals(jax.random.PRNGKey(0))
+    pots = potentials(jax.random.PRNGKey(1))
+    ep = ss.mixture_expected_prior(g, jnp.full((T - 1, K), 1.0 / K))
+    qx = lds_smoother(ep.prior, pots, method="sequential")
+    L = np.asarray(ss.state_log_likelihoods(g, qx))
+    assert L.shape == (T, K) and np.all(L[0] == 0)
+    theta = jax.vmap(mniw.expected_stats)(g.dynamics)
+    mu, cov, cross = qx.mean, qx.cov, qx.cross_cov
+    for t in range(T - 1):
+        second_next = cov[t + 1] + jnp.outer(mu[t + 1], mu[t + 1])
+        pair = cross[t].T + jnp.outer(mu[t + 1], mu[t])
+        second = cov[t] + jnp.outer(mu[t], mu[t])
+        for k in range(K):
+            e = jax.tree.map(lambda a, k=k: a[k], theta)
+            ref = (jnp.sum(e.Phi * second_next) + jnp.sum(e.MK * pair) + jnp.sum(e.K * second)
+                   + e.nu - 0.5 * D * math.log(2 * math.pi))
+            np.testing.assert_allclose(L[t + 1, k], ref, rtol=1e-9)
+
+
+def test_expected_statistics_count_every_step_once():
+    g = sharp_globals(jax.random.PRNGKey(0))
+    mf = ss.mean_field(g, potentials(jax.random.PRNGKey(2)), num_sweeps=4)
+    stats = ss.expected_stats(mf.qz, mf.qx)
+    np.testing.assert_allclose(jnp.sum(stats.dynamics.nu), T - 1, rtol=1e-10)
+    np.testing.assert_allclose(jnp.sum(stats.transitions.alpha_minus_one), T - 1, rtol=1e-10)
+    np.testing.assert_allclose(jnp.sum(stats.initial.alpha_minus_one), 1.0, rtol=1e-10)
+    # the state-weighted second moments add up to the single-LDS sums
+    one = cs.expected_local_stats(mf.qx)
+    np.testing.assert_allclose(jnp.sum(stats.dynamics.Phi, 0), one.dynamics.Phi, rtol=1e-10)
+    np.testing.assert_allclose(jnp.sum(stats.dynamics.MK, 0), one.dynamics.MK, rtol=1e-10)

@@ -131,3 +131,35 @@ def test_expected_statistics_count_every_step_once():
     one = cs.expected_local_stats(mf.qx)
     np.testing.assert_allclose(jnp.sum(stats.dynamics.Phi, 0), one.dynamics.Phi, rtol=1e-10)
     np.testing.assert_allclose(jnp.sum(stats.dynamics.MK, 0), one.dynamics.MK, rtol=1e-10)
+
+
+def test_task_takes_the_svi_step_on_every_global():
+    """slds_svae_task: one update of q(θ) is η + ρ(η₀ + N·mean_B E[t] − η) on the Dirichlets,
+    the NIW and every state's MNIW alike, from the statistics of the task's own model."""
+    import optax
+
+    from svae_core.experiments.runs import slds_svae_task
+    from svae_core.training import TrainConfig
+
+    cfg = ModelConfig(latent_dim=D, obs_dim=P, smoother="sequential")
+    S, B, rho = 5, 2, 0.3
+    train_config = TrainConfig(steps=10, batch_size=B)
+    data = {"y": jax.random.normal(jax.random.PRNGKey(9), (S, T, P)),
+            "observed": jnp.ones((S, T), bool)}
+    batch = jax.tree.map(lambda x: x[:B], data)
+    task = slds_svae_task(cfg, train_config, K, S, T, num_sweeps=3)
+    params = task.init(jax.random.PRNGKey(10), data)
+    glob = params["params"]["globals"]
+    key = jax.random.PRNGKey(11)
+    grads = jax.jit(jax.grad(lambda p: task.loss(p, batch, key, 0)[0]))(params)
+    _, k_elbo = jax.random.split(key)
+    model = ss.SLDSSVAE(cfg, K, S, num_sweeps=3)
+    out = jax.vmap(lambda y, k: model.apply(params, y, jnp.ones(T, bool), k))(
+        batch["y"], jax.random.split(k_elbo, B))
+    target = jax.tree.map(lambda e0, t: e0 + S * jnp.mean(t, 0), ss.prior_globals(K, D),
+                          out.stats)
+    tx = task.optimizer({"networks": 1e-3, "globals": rho}, train_config, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    new = optax.apply_updates(params, updates)["params"]["globals"]
+    for a, e, t in zip(*(jax.tree.leaves(x) for x in (new, glob, target)), strict=True):
+        np.testing.assert_allclose(a, e + rho * (t - e), rtol=1e-6, atol=1e-8)

@@ -105,9 +105,9 @@ def race_claims(summary: dict, labels: dict, natgrads, unit: str, digits: int = 
     """The natural-gradient claims of Johnson et al. (2016, §4.2, Fig. 5a) checked against an
     :func:`optimizer_race` summary: for each optimiser in ``natgrads`` that ran, no run leaves
     the domain, it reaches the best alternative's final ELBO in fewer steps and (when the runs
-    have several seeds) it does so seed by seed; and every ``sgd`` run leaves the domain or is slower than
-    the fastest of ``natgrads``. labels: optimiser -> its name in the claims; unit: the ELBO's
-    unit. A list of {"claim", "paper", "ours", "reproduced"}."""
+    have several seeds) it does so seed by seed; and every ``sgd`` run leaves the domain or is
+    slower than the fastest of ``natgrads``. labels: optimiser -> its name in the claims;
+    unit: the ELBO's unit. A list of {"claim", "paper", "ours", "reproduced"}."""
     opts = summary["optimizers"]
     present = [n for n in natgrads if any(o["optimizer"] == n for o in opts)]
     out = []

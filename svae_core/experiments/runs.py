@@ -17,6 +17,7 @@ import svae_core
 from svae_core import evaluation
 from svae_core.models import ModelConfig, build_model
 from svae_core.models import conjugate_svae as cs
+from svae_core.models import slds_svae as ss
 from svae_core.natgrad import svi_term
 from svae_core.reporting import describe_device
 from svae_core.training import (
@@ -54,10 +55,16 @@ def reference_log_likelihoods(ssm, y) -> tuple[float, float]:
     return true_ll, null_ll
 
 
-def conjugate_svae_task(model_config: ModelConfig, train_config: TrainConfig,
-                        num_sequences: int, num_timesteps: int, globals_after: int = 0,
-                        initial_globals=None) -> TrainingTask:
-    """The :class:`~svae_core.training.TrainingTask` of the conjugate LDS-SVAE.
+def svi_task(model, prior_globals, model_config: ModelConfig, train_config: TrainConfig,
+             num_sequences: int, num_timesteps: int, globals_after: int = 0,
+             initial_globals=None) -> TrainingTask:
+    """The :class:`~svae_core.training.TrainingTask` of a sequence model whose conjugate
+    globals q(θ) (the flax parameter ``globals``) learn by natural-gradient SVI and whose
+    networks learn by Adam: the conjugate LDS-SVAE and the SLDS-SVAE.
+
+    model: a flax module called as ``model(y, mask, key, num_samples, observed=)`` returning
+    elbo, reconstruction, kl (nats per sequence) and ``stats``, the sequence's expected
+    statistics packed like its globals; prior_globals: dtype -> η₀.
 
     Data: {"y": (S, T, N), "observed": (S, T) bool}. Loss: the negative ELBO per time step
     per observation dimension (the sequence models' unit), with the masking of
@@ -65,9 +72,8 @@ def conjugate_svae_task(model_config: ModelConfig, train_config: TrainConfig,
     η ← η + ρ(η₀ + (N/|B|)Σ_B E[t] − η), Eq. 4's first term in closed form
     (:func:`svae_core.natgrad.svi_term`, plain SGD at rate ρ·N·T·obs_dim); the networks Adam.
     Rates per run: {"networks": Adam's rate, "globals": ρ}. ``globals_after``: q(θ) stays at
-    the prior for this many steps while the networks train. ``initial_globals``: q(θ)'s start
-    (:class:`~svae_core.models.conjugate_svae.LDSGlobals`; None: the prior)."""
-    model = cs.ConjugateSVAE(model_config, num_sequences)
+    its start for this many steps while the networks train. ``initial_globals``: q(θ)'s start
+    (None: the model's own initialisation)."""
     scale = num_timesteps * model_config.obs_dim
 
     def init(key, data):
@@ -90,7 +96,7 @@ def conjugate_svae_task(model_config: ModelConfig, train_config: TrainConfig,
         apply = lambda y, m, o, k: model.apply(frozen, y, m, k, train_config.num_samples,
                                                observed=o)
         out = jax.vmap(apply)(batch["y"], mask, batch["observed"], jax.random.split(k_elbo, B))
-        prior = cs.prior_globals(model_config.latent_dim, glob.init.Phi.dtype)
+        prior = prior_globals(jax.tree.leaves(glob)[0].dtype)
         target = jax.tree.map(lambda e0, t: e0 + num_sequences * jnp.mean(t, 0), prior,
                               out.stats)
         metrics = {k: jnp.mean(getattr(out, k)) / scale for k in ("elbo", "reconstruction", "kl")}
@@ -106,6 +112,32 @@ def conjugate_svae_task(model_config: ModelConfig, train_config: TrainConfig,
             labels)
 
     return TrainingTask(init, loss, make_optimizer, data_size=num_sequences)
+
+
+def conjugate_svae_task(model_config: ModelConfig, train_config: TrainConfig,
+                        num_sequences: int, num_timesteps: int, globals_after: int = 0,
+                        initial_globals=None) -> TrainingTask:
+    """:func:`svi_task` of the conjugate LDS-SVAE
+    (:class:`~svae_core.models.conjugate_svae.ConjugateSVAE`; q(θ) starts at the prior unless
+    ``initial_globals``)."""
+    model = cs.ConjugateSVAE(model_config, num_sequences)
+    prior = lambda dtype: cs.prior_globals(model_config.latent_dim, dtype)
+    return svi_task(model, prior, model_config, train_config, num_sequences, num_timesteps,
+                    globals_after, initial_globals)
+
+
+def slds_svae_task(model_config: ModelConfig, train_config: TrainConfig, num_states: int,
+                   num_sequences: int, num_timesteps: int, num_sweeps: int = 10,
+                   concentration: float = 5.0, sticky: float = 0.0, globals_after: int = 0,
+                   initial_globals=None) -> TrainingTask:
+    """:func:`svi_task` of the SLDS-SVAE (:class:`~svae_core.models.slds_svae.SLDSSVAE` with
+    ``num_states`` states, ``num_sweeps`` mean-field sweeps per sequence)."""
+    model = ss.SLDSSVAE(model_config, num_states, num_sequences, num_sweeps, concentration,
+                        sticky)
+    prior = lambda dtype: ss.prior_globals(num_states, model_config.latent_dim, concentration,
+                                           sticky, dtype)
+    return svi_task(model, prior, model_config, train_config, num_sequences, num_timesteps,
+                    globals_after, initial_globals)
 
 
 def train_and_evaluate(

@@ -11,6 +11,13 @@ define; and the LDS benchmark of Zhao & Linderman (2023, §4.1, appendix A): ran
 linear-Gaussian state-space models, the grid and appendix presets, and the exact and
 static-baseline ("null model") log-likelihoods.
 
+:mod:`.mouse`: a stand-in for the 2016 mouse depth video (§6.2–6.3), whose recordings were
+never released: 30×30 egocentric top-down depth frames of a rodent-like body whose pose
+follows behaviour-specific linear dynamics (pause, walk, turn left/right, rear, groom) under a
+semi-Markov chain of 0.2–0.5 s runs, with the true behaviour and pose of every frame; and a
+loader applying the 2016 preprocessing (per-recording percentile scaling, 1e-3 noise) to real
+.npy/.npz/.h5 depth video.
+
 :mod:`.pendulum`: noisy 24×24 videos of a swinging pendulum (Zhao & Linderman 2023, §4.3):
 RK4 simulation of θ'' = −(g/l) sin θ − γθ' (friction γ ≥ 0, default 0: frictionless), a
 Gaussian-blob renderer, and the seeded train/test data set with the true angles and angular
@@ -47,6 +54,16 @@ from svae_core.datasets.lds import (
     ssm_log_likelihood,
     static_null_log_likelihood,
 )
+from svae_core.datasets.mouse import (
+    MouseBenchmark,
+    MouseData,
+    flatten_frames,
+    load_depth_video,
+    make_mouse_dataset,
+    render_mouse,
+    sample_behaviour_labels,
+    simulate_poses,
+)
 from svae_core.datasets.pendulum import (
     PendulumBenchmark,
     PendulumData,
@@ -71,13 +88,18 @@ __all__ = [
     "LDSBenchmark",
     "LDSSetting",
     "LinearGaussianSSM",
+    "MouseBenchmark",
+    "MouseData",
     "PendulumBenchmark",
     "PendulumData",
     "SpiralBenchmark",
     "SpiralData",
+    "flatten_frames",
     "lds_setting",
+    "load_depth_video",
     "make_bouncing_dot_dataset",
     "make_lds_benchmark",
+    "make_mouse_dataset",
     "make_pendulum_dataset",
     "make_spiral_dataset",
     "missing_span_mask",
@@ -87,11 +109,14 @@ __all__ = [
     "prior_marginals",
     "random_lds",
     "render_frames",
+    "render_mouse",
     "rotating_lds_prior",
+    "sample_behaviour_labels",
     "sample_lds",
     "sample_observations",
     "sample_ssm",
     "simulate_pendulum",
+    "simulate_poses",
     "spiral_points",
     "ssm_log_likelihood",
     "static_null_log_likelihood",

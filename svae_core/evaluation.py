@@ -410,3 +410,80 @@ def adjusted_rand_index(labels_true, labels_pred) -> float:
         return 1.0
     expected = rows * cols / total  # exact integer product, one rounding
     return float((index - expected) / (0.5 * (rows + cols) - expected))
+
+
+def normalized_mutual_information(labels_true, labels_pred) -> float:
+    """Normalised mutual information of two partitions of the same N points, with the
+    arithmetic-mean normalisation: NMI = I(U; V) / ½(H(U) + H(V)), entropies in nats of the
+    empirical cluster frequencies. 1 = identical up to relabelling, 0 = independent; 1.0 when
+    both are a single cluster (nothing to disagree on), 0.0 when exactly one is.
+
+    Args:
+        labels_true, labels_pred: (N,) integer labels (only equality matters), N ≥ 1.
+    Returns:
+        float in [0, 1], symmetric in its arguments.
+    Raises:
+        ValueError: unless both are 1-D of the same length N ≥ 1.
+    """
+    a, b = np.asarray(labels_true), np.asarray(labels_pred)
+    if a.ndim != 1 or b.ndim != 1 or a.shape != b.shape or a.size == 0:
+        raise ValueError(f"need two label arrays of the same shape (N,), N >= 1; got "
+                         f"{a.shape} and {b.shape}")
+    _, a = np.unique(a, return_inverse=True)
+    _, b = np.unique(b, return_inverse=True)
+    joint = np.zeros((a.max() + 1, b.max() + 1))
+    np.add.at(joint, (a, b), 1.0)
+    joint /= a.size
+    pa, pb = joint.sum(1), joint.sum(0)
+    entropy = lambda p: float(-np.sum(p * np.log(p)))
+    ha, hb = entropy(pa), entropy(pb)
+    if ha == 0.0 and hb == 0.0:
+        return 1.0
+    nz = joint > 0
+    mi = float(np.sum(joint[nz] * np.log(joint[nz] / np.outer(pa, pb)[nz])))
+    return float(np.clip(mi / (0.5 * (ha + hb)), 0.0, 1.0))
+
+
+def boundaries(labels) -> np.ndarray:
+    """Indices t ≥ 1 at which a label sequence (T,) changes (labels[t] ≠ labels[t − 1])."""
+    labels = np.asarray(labels)
+    return np.flatnonzero(labels[1:] != labels[:-1]) + 1
+
+
+def boundary_f1(labels_true, labels_pred, tolerance: int = 3) -> dict:
+    """Precision, recall and F1 of the change points of a segmentation against the true ones,
+    a predicted change point counting as correct when it lies within ``tolerance`` frames of a
+    true one not yet matched (each true change point matches at most one prediction; matching
+    in time order is a maximum matching for points on a line).
+
+    Args:
+        labels_true, labels_pred: (T,) or (S, T) label sequences (change points are counted
+            within each sequence, never across). Label values need not correspond.
+        tolerance: frames, ≥ 0.
+    Returns:
+        {"precision", "recall", "f1", "true", "predicted", "matched"}; precision (recall) is
+        1.0 when there are no predicted (true) change points, F1 0.0 when either ratio is 0.
+    Raises:
+        ValueError: on shape mismatch or a negative tolerance.
+    """
+    a, b = np.atleast_2d(np.asarray(labels_true)), np.atleast_2d(np.asarray(labels_pred))
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] < 1:
+        raise ValueError(f"need label arrays of the same shape (T,) or (S, T); got "
+                         f"{np.shape(labels_true)} and {np.shape(labels_pred)}")
+    if not (isinstance(tolerance, int | np.integer) and tolerance >= 0):
+        raise ValueError(f"tolerance must be an int >= 0, got {tolerance!r}")
+    n_true = n_pred = matched = 0
+    for row_true, row_pred in zip(a, b, strict=True):
+        bt, bp = boundaries(row_true), boundaries(row_pred)
+        n_true, n_pred = n_true + bt.size, n_pred + bp.size
+        i = 0
+        for p in bp:
+            while i < bt.size and bt[i] < p - tolerance:
+                i += 1
+            if i < bt.size and abs(bt[i] - p) <= tolerance:
+                matched, i = matched + 1, i + 1
+    precision = matched / n_pred if n_pred else 1.0
+    recall = matched / n_true if n_true else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "true": n_true,
+            "predicted": n_pred, "matched": matched}

@@ -163,3 +163,26 @@ def test_task_takes_the_svi_step_on_every_global():
     new = optax.apply_updates(params, updates)["params"]["globals"]
     for a, e, t in zip(*(jax.tree.leaves(x) for x in (new, glob, target)), strict=True):
         np.testing.assert_allclose(a, e + rho * (t - e), rtol=1e-6, atol=1e-8)
+
+
+def test_globals_from_a_segmentation_are_the_conjugate_posterior_of_those_paths():
+    rng = np.random.default_rng(0)
+    S_, T_ = 3, 7
+    x = rng.normal(size=(S_, T_, D))
+    z = rng.integers(0, K, (S_, T_))
+    prior = ss.prior_globals(K, D)
+    g = ss.globals_from_segmentation(prior, x, z, weight=0.5)
+    for k in range(K):  # state k's MNIW, by a loop over the steps into x_{t+1}
+        Phi = sum(np.outer(x[s, t + 1], x[s, t + 1]) for s in range(S_) for t in range(T_ - 1)
+                  if z[s, t + 1] == k)
+        count = np.sum(z[:, 1:] == k)
+        np.testing.assert_allclose(g.dynamics.Phi[k], prior.dynamics.Phi[k] + 0.5 * Phi,
+                                   rtol=1e-12)
+        np.testing.assert_allclose(g.dynamics.nu[k], prior.dynamics.nu[k] + 0.5 * count)
+    trans = np.zeros((K, K))
+    for s in range(S_):
+        for t in range(T_ - 1):
+            trans[z[s, t], z[s, t + 1]] += 1
+    np.testing.assert_allclose(g.transitions.alpha_minus_one,
+                               prior.transitions.alpha_minus_one + 0.5 * trans)
+    np.testing.assert_allclose(g.init.km, prior.init.km + 0.5 * x[:, 0].sum(0), rtol=1e-12)

@@ -349,6 +349,34 @@ def init_globals(key, num_states: int, latent_dim: int, concentration: float = 5
     return prior._replace(dynamics=jax.vmap(mniw.from_standard)(M, std.K, std.S, std.nu))
 
 
+def globals_from_segmentation(prior: SLDSGlobals, x, labels, weight: float = 1.0
+                              ) -> SLDSGlobals:
+    """q(θ) = the conjugate posterior given latent paths and a hard segmentation, as if
+    observed: η₀ + weight · Σ_n t(z_n, x_n). A start for the SLDS-SVAE that does not collapse:
+    each state begins with dynamics fitted to its own segments (e.g. k-means of a pretrained
+    LDS-SVAE's posterior means), rather than states that differ only by noise.
+
+    x: (S, T, D) latent paths (e.g. posterior means); labels: (S, T) ints in [0, K);
+    weight: how much the paths count (1: as N sequences; smaller keeps q(θ) broader)."""
+    x, labels = jnp.asarray(x), jnp.asarray(labels)
+    K = prior.initial.alpha_minus_one.shape[0]
+    z = jax.nn.one_hot(labels, K, dtype=x.dtype)  # (S, T, K)
+    w = z[:, 1:]  # state of the step into x_{t+1}
+    outer = lambda a, b: a[..., :, None] * b[..., None, :]
+    dyn = MNIWNatural(jnp.einsum("stk,stij->kij", w, outer(x[:, 1:], x[:, 1:])),
+                      jnp.einsum("stk,stij->kij", w, outer(x[:, 1:], x[:, :-1])),
+                      jnp.einsum("stk,stij->kij", w, outer(x[:, :-1], x[:, :-1])),
+                      jnp.sum(w, (0, 1)))
+    S = x.shape[0]
+    one = jnp.ones((), x.dtype)
+    stats = SLDSGlobals(
+        DirichletNatural(jnp.sum(z[:, 0], 0)),
+        DirichletNatural(jnp.einsum("sti,stj->ij", z[:, :-1], z[:, 1:])),
+        NIWNatural(jnp.sum(outer(x[:, 0], x[:, 0]), 0), jnp.sum(x[:, 0], 0), S * one, S * one),
+        dyn)
+    return jax.tree.map(lambda e0, t: e0 + weight * t, prior, stats)
+
+
 __all__ = [
     "MeanField",
     "SLDSGlobals",
@@ -356,6 +384,7 @@ __all__ = [
     "SLDSTerms",
     "expected_stats",
     "global_kl",
+    "globals_from_segmentation",
     "init_globals",
     "mean_field",
     "mixture_expected_prior",

@@ -82,18 +82,26 @@ centroids, _ = kmeans2(x_tr.reshape(-1, x_tr.shape[-1]), args.states, seed=args.
 assign = lambda x: np.argmin(((x[..., None, :] - centroids) ** 2).sum(-1), -1)
 print("k-means on LDS-SVAE latents:", scores(assign(x_te), bench.test.labels))
 
+scale = float(np.std(x_tr))  # the prior's noise scale follows the pretrained latents
+print(f"pretrained latents' sd {scale:.3g}")
 start = None
 if args.init_weight > 0:  # each state's dynamics fitted to its k-means segments
     start = globals_from_segmentation(prior_globals(args.states, args.latent_dim, 5.0,
-                                                    args.sticky), x_tr, assign(x_tr),
-                                      args.init_weight)
+                                                    args.sticky, scale=scale), x_tr,
+                                      assign(x_tr), args.init_weight)
 base = slds_svae_task(mc, tc0, args.states, S, T, num_sweeps=args.sweeps, sticky=args.sticky,
-                      initial_globals=start)
+                      prior_scale=scale, initial_globals=start)
 nets = {k: v for k, v in lds["params"].items() if k != "globals"}
 task = dataclasses.replace(base, init=lambda key, d: {
     "params": {**base.init(key, d)["params"], **nets}})
 slds = fit(task, args.steps, "SLDS-SVAE")
-model = SLDSSVAE(mc, args.states, num_sweeps=args.sweeps, sticky=args.sticky)
+model = SLDSSVAE(mc, args.states, num_sweeps=args.sweeps, sticky=args.sticky,
+                 prior_scale=scale)
+start_marg = np.asarray(jax.vmap(lambda s: model.apply(
+    {"params": {**nets, "globals": start if start is not None else slds["params"]["globals"]}},
+    s, full, method="infer").qz.marginals)(y_test))
+print("SLDS start (pretrained networks, initial q(θ)):",
+      scores(start_marg.argmax(-1), bench.test.labels))
 marg = np.asarray(jax.vmap(lambda s: model.apply(slds, s, full, method="infer").qz.marginals)(
     y_test))
 print("SLDS-SVAE argmax q(z):", scores(marg.argmax(-1), bench.test.labels))

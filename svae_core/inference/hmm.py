@@ -85,18 +85,15 @@ class HMMPosterior(NamedTuple):
 class _Chain(NamedTuple):
     """A chain in the form the message passing runs on (one direction).
 
-    A message m_t (log, over the K states at step t) is propagated by
-    m_{t+1}(j) = d_t(j) + log Σ_i exp(m_t(i) + s_t(i)) M_t(i, j), then gets the potential.
-    init: (K,) log message before the first potential.  M: (K, K) or (T−1, K, K), entries in
-    [0, 1] (probability space).  s, d: (K,) or (T−1, K) log biases on the source and the
-    destination state (-inf allowed).  log_potentials: (T, K).
+    With q_t the filtered distribution at step t (probabilities, normalised), the predicted
+    one is p_{t+1} = q_t M_t and q_{t+1} ∝ p_{t+1} ⊙ exp(u_{t+1}); p_1 = 1.
+    M: (K, K) or (T−1, K, K) transitions in probability space, each column summing to 1
+    (or 0).  log_evidence: (T, K) u_t, the log potential plus the log scale taken out of
+    the transition into step t (log π at the first step); -inf allowed.
     """
 
-    init: jax.Array
     M: jax.Array
-    s: jax.Array
-    d: jax.Array
-    log_potentials: jax.Array
+    log_evidence: jax.Array
 
 
 # ----------------------------------------------------------------------------- validation
@@ -153,162 +150,171 @@ def _max_shift(x, axis):
     return lax.stop_gradient(_finite_or_zero(jnp.max(x, axis=axis, keepdims=True)))
 
 
-def _logsumexp(x, axis=-1):
-    """log Σ exp x over ``axis`` (an int or a tuple): -inf, with zero gradients, when every
-    entry is -inf."""
-    shift = _max_shift(x, axis)
-    total = jnp.sum(jnp.exp(x - shift), axis=axis, keepdims=True)
-    return jnp.squeeze(_safe_log(total) + shift, axis)
+def _exp_normalize(x, axis=-1):
+    """(exp x / Σ exp x, log Σ exp x) over ``axis`` (an int or a tuple), by one exp of
+    x − max x. All -inf gives (0, -inf) with zero gradients."""
+    e = jnp.exp(x - _max_shift(x, axis))
+    total = jnp.sum(e, axis=axis, keepdims=True)
+    probs = e / jnp.where(total > 0, total, 1.0)
+    return probs, jnp.squeeze(_safe_log(total) + _max_shift(x, axis), axis)
 
 
-def _normalize(x, axis=-1):
-    """(x − logsumexp x, logsumexp x); rows that are all -inf stay -inf."""
-    lse = _logsumexp(x, axis)
-    lse_kept = jnp.expand_dims(lse, axis)
-    return x - _finite_or_zero(lse_kept), lse
-
-
-def _propagate(message, s, M, d):
-    """d(j) + log Σ_i exp(message(i) + s(i)) M(i, j) for message (..., K): the max of
-    message + s is taken out, the sum runs in probability space (a matmul)."""
-    w = message + s
-    shift = _max_shift(w, -1)
-    return _safe_log(jnp.exp(w - shift) @ M) + shift + d
+def _log_normalize(x, axis=-1):
+    """x − log Σ exp x over ``axis`` (rows all -inf stay -inf), and log Σ exp x."""
+    _, lse = _exp_normalize(x, axis)
+    return x - _finite_or_zero(jnp.expand_dims(lse, axis)), lse
 
 
 # ----------------------------------------------------------------------------- the chain
 
 
-def _split_transitions(log_transitions):
-    """log A = r(i) + log P(i, j) with P row-stochastic: (P, r). An all -inf row has P = 0,
-    r = -inf."""
-    log_P, r = _normalize(log_transitions, -1)
-    return jnp.exp(log_P), r
+def _column_split(log_transitions):
+    """log A = log M + c(j) with M column-stochastic: (M (…, K, K), c (…, K)). A column of
+    -inf gives M = 0, c = -inf."""
+    log_M, c = _log_normalize(log_transitions, -2)
+    return jnp.exp(log_M), c
+
+
+def _evidence(first, scales, log_potentials):
+    """u_t = log φ_t + (first at t = 0, scales[t − 1] after); scales (K,) or (T−1, K)."""
+    T, K = log_potentials.shape
+    scales = jnp.broadcast_to(scales, (T - 1, K))
+    return log_potentials + jnp.concatenate([first[None], scales])
 
 
 def _chains(log_initial, log_transitions, log_potentials):
-    """The forward and the backward chain, stacked on a leading axis of length 2.
+    """The forward and the backward chain, stacked on a leading axis of length 2; and the
+    row-stochastic P_t (K, K) or (T−1, K, K) and the row log-sums r_t (T, K) (0 at T) with
+    A_t(i, j) = exp(r_t(i)) P_t(i, j).
 
-    Forward: init = log π, M_t = P_t, s_t = r_t, d_t = 0; its filtered messages are α_t.
-    Backward (time reversed): init = 0, M_t = P_tᵀ, s_t = 0, d_t = r_t; its filtered
-    messages, reversed, are γ_t ∝ p(φ_t..φ_T | z_t).
+    Forward: M_t = A_t with its columns normalised, their log-sums moved into u_{t+1}; its
+    filtered distributions are α_t ∝ p(z_t, φ_1..φ_t).
+    Backward (time reversed): M = P_tᵀ (the transposed rows of A_t, normalised), u_t =
+    log φ_t + r_t; its filtered distributions, reversed, are γ_t ∝ p(φ_t..φ_T | z_t) and its
+    predicted ones β_t ∝ exp(−r_t) p(φ_{t+1}..φ_T | z_t).
     """
-    P, r = _split_transitions(log_transitions)
-    zeros = jnp.zeros_like(r)
+    T, K = log_potentials.shape
+    M_fwd, c = _column_split(log_transitions)
+    log_P, r = _log_normalize(log_transitions, -1)
+    P = jnp.exp(log_P)
+    r = jnp.concatenate([jnp.broadcast_to(r, (T - 1, K)), jnp.zeros((1, K), r.dtype)])
+    M_back = jnp.swapaxes(P, -1, -2)
     if log_transitions.ndim == 3:
-        P_back, r_back, zeros_back = (jnp.flip(x, 0) for x in (jnp.swapaxes(P, -1, -2), r, zeros))
-    else:
-        P_back, r_back, zeros_back = P.T, r, zeros
-    return _Chain(
-        init=jnp.stack([log_initial, jnp.zeros_like(log_initial)]),
-        M=jnp.stack([P, P_back]),
-        s=jnp.stack([r, zeros_back]),
-        d=jnp.stack([zeros, r_back]),
-        log_potentials=jnp.stack([log_potentials, jnp.flip(log_potentials, 0)]),
+        M_back = jnp.flip(M_back, 0)
+    chains = _Chain(
+        M=jnp.stack([M_fwd, M_back]),
+        log_evidence=jnp.stack([_evidence(log_initial, c, log_potentials),
+                                jnp.flip(log_potentials + r, 0)]),
     )
+    return chains, P, r
 
 
 def _forward_chain(log_initial, log_transitions, log_potentials):
     """The forward chain alone (what the filter needs)."""
-    P, r = _split_transitions(log_transitions)
-    return _Chain(log_initial, P, r, jnp.zeros_like(r), log_potentials)
+    M, c = _column_split(log_transitions)
+    return _Chain(M, _evidence(log_initial, c, log_potentials))
+
+
+def _condition(predicted, log_evidence):
+    """(q, log Σ predicted·exp(log_evidence)) with q ∝ predicted ⊙ exp(log_evidence)
+    normalised over the last axis. The exp is shifted by the largest log_evidence among
+    the states with predicted > 0, so a state the prediction can reach is never lost to
+    underflow however strongly the evidence disagrees."""
+    masked = jnp.where(predicted > 0, log_evidence, -jnp.inf)
+    shift = _max_shift(masked, -1)
+    e = predicted * jnp.exp(masked - shift)
+    total = jnp.sum(e, -1, keepdims=True)
+    q = e / jnp.where(total > 0, total, 1.0)
+    return q, jnp.squeeze(_safe_log(total) + shift, -1)
+
+
+def _transitions_at(M, t):
+    return M if M.ndim == 2 else M[t]
 
 
 def _filter_sequential(chain):
-    """Normalised filtered log messages (T, K) and the log-normalizer increments (T,)."""
-    time_varying = chain.M.ndim == 3
+    """(predicted (T, K), increments (T,)): the predicted distributions p_t (probabilities;
+    p_1 = 1) and the log-normalizer increments log Σ p_t·exp(u_t)."""
+    M, u = chain
+    ones = jnp.ones_like(u[0])
+    first, first_increment = _condition(ones, u[0])
+    if u.shape[0] == 1:
+        return ones[None], first_increment[None]
 
-    def step(message, inputs):
-        if time_varying:
-            log_potential, M, s, d = inputs
-        else:
-            log_potential, (M, s, d) = inputs, (chain.M, chain.s, chain.d)
-        filtered, increment = _normalize(message + log_potential)
-        return _propagate(filtered, s, M, d), (filtered, increment)
+    def step(q, inputs):
+        u_t, M_t = inputs if M.ndim == 3 else (inputs, M)
+        predicted = q @ M_t
+        q, increment = _condition(predicted, u_t)
+        return q, (predicted, increment)
 
-    if time_varying:
-        # Step t propagates to t + 1 with transition t; the last step's output is discarded,
-        # so it gets a dummy transition.
-        pad = lambda x: jnp.concatenate([x, jnp.zeros((1, *x.shape[1:]), x.dtype)])
-        inputs = (chain.log_potentials, *(pad(x) for x in (chain.M, chain.s, chain.d)))
-    else:
-        inputs = chain.log_potentials
-    _, (filtered, increments) = lax.scan(step, chain.init, inputs)
-    return filtered, increments
+    _, (predicted, increments) = lax.scan(step, first, (u[1:], M) if M.ndim == 3 else u[1:])
+    return (jnp.concatenate([ones[None], predicted]),
+            jnp.concatenate([first_increment[None], increments]))
 
 
-def _block_filters(M, s, d, log_potentials):
+def _block_filters(u, M):
     """Phase 1 of the blocked scan, for one block of L steps (vmapped over blocks).
 
-    Runs K filters, filter i started from z = i just before the block: rows of a K × K log
-    matrix F, each normalised, with its log scale c(i) accumulated separately.
-    Returns (exp F (L, K, K), c (L, K)): the unnormalised log filter at step l of the block
-    given start state i is c_l(i) + F_l(i, ·).
+    Runs K filters, filter i started from a point mass on z = i at the step before the
+    block: the rows of a K × K matrix of distributions, each with its own log scale.
+    Returns (Q (L, K, K), scale (L, K)): Q_l(i, ·) is filter i's normalised filtered
+    distribution at step l and scale_l(i) its log-normalizer so far.
     """
-    K = log_potentials.shape[-1]
-    time_varying = M.ndim == 3
-    log_eye = jnp.where(jnp.eye(K, dtype=bool), 0.0, -jnp.inf).astype(log_potentials.dtype)
+    K = u.shape[-1]
 
     def step(carry, inputs):
-        F, c = carry
-        if time_varying:
-            log_potential, M_t, s_t, d_t = inputs
-        else:
-            log_potential, M_t, s_t, d_t = inputs, M, s, d
-        F, scale = _normalize(_propagate(F, s_t, M_t, d_t) + log_potential)
-        c = c + scale
-        return (F, c), (jnp.exp(F), c)
+        Q, scale = carry
+        u_t, M_t = inputs if M.ndim == 3 else (inputs, M)
+        Q, increment = _condition(Q @ M_t, u_t)
+        scale = scale + increment
+        return (Q, scale), (Q, scale)
 
-    inputs = (log_potentials, M, s, d) if time_varying else log_potentials
-    zeros = jnp.zeros(K, log_potentials.dtype)
-    _, (expF, c) = lax.scan(step, (log_eye, zeros), inputs)
-    return expF, c
+    start = (jnp.eye(K, dtype=u.dtype), jnp.zeros(K, u.dtype))
+    _, (Q, scale) = lax.scan(step, start, (u, M) if M.ndim == 3 else u)
+    return Q, scale
 
 
 def _filter_blocked(chain):
-    """The blocked parallel filter: same outputs as :func:`_filter_sequential`."""
-    T, K = chain.log_potentials.shape
-    first, first_increment = _normalize(chain.init + chain.log_potentials[0])
+    """The blocked parallel filter: the same outputs as :func:`_filter_sequential`."""
+    M, u = chain
+    T, K = u.shape
+    ones = jnp.ones_like(u[0])
+    first, first_increment = _condition(ones, u[0])
     if T == 1:
-        return first[None], first_increment[None]
-    n = T - 1  # steps 1..T-1, each a transition then a potential
-    block = math.isqrt(n - 1) + 1 if n > 1 else 1
+        return ones[None], first_increment[None]
+    n = T - 1  # steps 2..T, each a transition then the evidence
+    block = math.isqrt(n - 1) + 1
     num_blocks = -(-n // block)
     pad = num_blocks * block - n
-    time_varying = chain.M.ndim == 3
 
-    def blocks(x, fill):
-        if pad:
-            x = jnp.concatenate([x, jnp.full((pad, *x.shape[1:]), fill, x.dtype)])
+    def blocks(x):
+        # Padding steps come after T and never reach the outputs; zeros keep them finite.
+        x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
         return x.reshape(num_blocks, block, *x.shape[1:])
 
-    # Padding steps come after T - 1 and never reach the outputs; any values do.
-    log_potentials = blocks(chain.log_potentials[1:], 0.0)
-    if time_varying:
-        args = (blocks(chain.M, 1.0), blocks(chain.s, 0.0), blocks(chain.d, 0.0))
-        expF, c = jax.vmap(_block_filters)(*args, log_potentials)
+    if M.ndim == 3:
+        Q, scale = jax.vmap(_block_filters)(blocks(u[1:]), blocks(M))
     else:
-        expF, c = jax.vmap(_block_filters, in_axes=(None, None, None, 0))(
-            chain.M, chain.s, chain.d, log_potentials)
+        Q, scale = jax.vmap(_block_filters, in_axes=(0, None))(blocks(u[1:]), M)
 
-    # Phase 2: across blocks; each step's filter is the previous block's last filter pushed
-    # through that step's K filters.
-    def across(message, block_elems):
-        expF_b, c_b = block_elems
-        weights, _ = _normalize(message + c_b)  # (L, K)
-        filtered, _ = _normalize(_safe_log(jnp.einsum("lk,lkj->lj", jnp.exp(weights), expF_b)))
+    # Phase 2: across blocks. Step l's filter is the mixture of the block's K filters with
+    # weights ∝ q(i) exp(scale_l(i)), q the filter at the step before the block.
+    def across(q, inputs):
+        Q_b, scale_b = inputs
+        weights, _ = _condition(q, scale_b)  # (L, K)
+        filtered = jnp.einsum("lk,lkj->lj", weights, Q_b)
         return filtered[-1], filtered
 
-    _, filtered = lax.scan(across, first, (expF, c))
+    _, filtered = lax.scan(across, first, (Q, scale))
     filtered = jnp.concatenate([first[None], filtered.reshape(-1, K)[:n]])
-    # The increments, all steps at once, by the sequential filter's formula (differences of
-    # the prefix log-normalizers would lose float32 digits once they grow large).
-    if time_varying:
-        predicted = jax.vmap(_propagate)(filtered[:-1], chain.s, chain.M, chain.d)
+    # Predictions and increments of all steps at once, by the sequential filter's formulas.
+    if M.ndim == 3:
+        predicted = jnp.einsum("tk,tkj->tj", filtered[:-1], M)
     else:
-        predicted = _propagate(filtered[:-1], chain.s, chain.M, chain.d)
-    increments = _logsumexp(predicted + chain.log_potentials[1:])
-    return filtered, jnp.concatenate([first_increment[None], increments])
+        predicted = filtered[:-1] @ M
+    _, increments = _condition(predicted, u[1:])
+    return (jnp.concatenate([ones[None], predicted]),
+            jnp.concatenate([first_increment[None], increments]))
 
 
 def _run_filter(chain, method):
@@ -317,21 +323,33 @@ def _run_filter(chain, method):
     return _filter_sequential(chain)
 
 
-def _filter(log_initial, log_transitions, log_potentials, method):
-    filtered, increments = _run_filter(
-        _forward_chain(log_initial, log_transitions, log_potentials), method)
-    return filtered, increments
+def _log_filtered(predicted, log_evidence, increments):
+    """log q_t = log p_t + u_t − increment_t (T, K)."""
+    return _safe_log(predicted) + log_evidence - _finite_or_zero(increments)[:, None]
 
 
 def _smooth(log_initial, log_transitions, log_potentials, method):
-    chains = _chains(log_initial, log_transitions, log_potentials)
-    messages, increments = jax.vmap(lambda c: _run_filter(c, method))(chains)
-    alpha, gamma = messages[0], jnp.flip(messages[1], 0)
-    log_pairs = alpha[:-1, :, None] + log_transitions + gamma[1:, None, :]
-    log_pairs, _ = _normalize(log_pairs, (-2, -1))
-    pairs = jnp.exp(log_pairs)
-    marginals = jnp.concatenate([pairs.sum(-1), jnp.exp(alpha[-1:])])
+    chains, P, r = _chains(log_initial, log_transitions, log_potentials)
+    predicted, increments = jax.vmap(lambda c: _run_filter(c, method))(chains)
+    log_alpha = _log_filtered(predicted[0], chains.log_evidence[0], increments[0])
+    beta = jnp.flip(predicted[1], 0)  # β_t = P_t γ_{t+1} (γ normalised)
+    gamma = jnp.exp(jnp.flip(_log_filtered(predicted[1], chains.log_evidence[1],
+                                           increments[1]), 0))
+    # q(z_t) ∝ α_t(i) exp(r_t(i)) β_t(i), in log space.
+    marginals, _ = _exp_normalize(log_alpha + _safe_log(beta) + r)
+    # q(z_t = i, z_{t+1} = j) = q(z_t = i) P_t(i, j) γ_{t+1}(j) / β_t(i): two products per
+    # entry, no exp over K × K.
+    positive = beta[:-1] > 0
+    weights = jnp.where(positive, marginals[:-1] / jnp.where(positive, beta[:-1], 1.0), 0.0)
+    pairs = weights[:, :, None] * P * gamma[1:, None, :]
     return HMMPosterior(marginals, pairs, jnp.sum(increments[0]))
+
+
+def _filter(log_initial, log_transitions, log_potentials, method):
+    """(log filtered α (T, K), increments (T,))."""
+    chain = _forward_chain(log_initial, log_transitions, log_potentials)
+    predicted, increments = _run_filter(chain, method)
+    return _log_filtered(predicted, chain.log_evidence, increments), increments
 
 
 # ----------------------------------------------------------------------------- sampling

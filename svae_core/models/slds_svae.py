@@ -24,9 +24,9 @@ recognition network's Gaussian potentials on x_t (those of
   (:func:`mixture_expected_prior`: a time-varying point prior, extra node potentials and a
   constant, as :mod:`svae_core.inference.expected_prior` states), times the φ_t.
 
-Sweeps start from q(x) under a fixed LDS (A = 0.9 I, Q = I: the 2016 code's start) and end
-with a q(x) step. With q(z) built from the potentials L⁰ and q(x) from the current q(z), the
-local ELBO of one sequence is exactly
+Sweeps start from the q(x) step with q(z) uniform (every state equally likely at every step,
+so the start has the scale of q(θ)) and end with a q(x) step. With q(z) built from the
+potentials L⁰ and q(x) from the current q(z), the local ELBO of one sequence is exactly
 
     ELBO = E_q[log p(y | x)] + log Z_z − Σ_t E_q(z)[L⁰_t(z_t)] + log Z_x − E_q(x)[Σ_t log φ_t]
 
@@ -92,20 +92,22 @@ class SLDSGlobals(NamedTuple):
 
 
 def prior_globals(num_states: int, latent_dim: int, concentration: float = 5.0,
-                  sticky: float = 0.0, dtype=None) -> SLDSGlobals:
+                  sticky: float = 0.0, dtype=None, scale: float = 1.0) -> SLDSGlobals:
     """The 2016 SLDS prior with n = D: Dir(concentration) rows (plus ``sticky`` on the
-    diagonal), NIW(m = 0, κ = 10, S = (n+10)·I, ν = n+10) on the initial state and, per state,
-    MNIW(M = 0, K = 10·I, S = (n+10)·I, ν = n+10)."""
+    diagonal), NIW(m = 0, κ = 10, S = (n+10)s²·I, ν = n+10) on the initial state and, per
+    state, MNIW(M = 0, K = 10·I, S = (n+10)s²·I, ν = n+10); s = ``scale`` (2016: 1), the
+    latents' typical size, so the prior's noise covariances s²·I match it."""
     K, n = num_states, latent_dim
     dtype = dtype or jnp.result_type(float)
     eye = jnp.eye(n, dtype=dtype)
     nu = jnp.asarray(n + 10.0, dtype)
+    S = (n + 10.0) * scale ** 2 * eye
     alpha = jnp.full((K, K), concentration, dtype) + sticky * jnp.eye(K, dtype=dtype)
-    dyn = mniw.from_standard(jnp.zeros((n, n), dtype), 10.0 * eye, (n + 10.0) * eye, nu)
+    dyn = mniw.from_standard(jnp.zeros((n, n), dtype), 10.0 * eye, S, nu)
     return SLDSGlobals(
         dirichlet.from_standard(jnp.full(K, concentration, dtype)),
         dirichlet.from_standard(alpha),
-        niw.from_standard(jnp.zeros(n, dtype), jnp.asarray(10.0, dtype), (n + 10.0) * eye, nu),
+        niw.from_standard(jnp.zeros(n, dtype), jnp.asarray(10.0, dtype), S, nu),
         jax.tree.map(lambda a: jnp.broadcast_to(a, (K, *a.shape)), dyn))
 
 
@@ -203,14 +205,6 @@ def _lds(globals_: SLDSGlobals, qz, pots, method):
     return ep, post
 
 
-def _initial_posterior(pots, method):
-    """q(x) under the fixed start LDS: A = 0.9·I, Q = I, x_1 ~ N(0, I)."""
-    D = pots.h.shape[-1]
-    eye = jnp.eye(D, dtype=pots.h.dtype)
-    prior = LDSPrior(jnp.zeros(D, eye.dtype), eye, 0.9 * eye, jnp.zeros(D, eye.dtype), eye)
-    return lds_smoother(prior, pots, method=method)
-
-
 class MeanField(NamedTuple):
     """One sequence's structured mean field after the sweeps: qz (HMMPosterior), qx
     (LDSPosterior), ep (the expected prior q(x) came from), L (T, K) the node log potentials
@@ -241,7 +235,10 @@ def mean_field(globals_: SLDSGlobals, pots: GaussianPotentials, num_sweeps: int,
         ep, qx = _lds(globals_, qz, pots, lds_method)
         return qx, (qz, L, ep, surrogate_objective(qz, L, qx, ep))
 
-    qx0 = _initial_posterior(pots, lds_method)
+    T, K = pots.h.shape[0], globals_.initial.alpha_minus_one.shape[0]
+    uniform = jnp.full((T - 1, K), 1.0 / K, pots.h.dtype)
+    ep0 = mixture_expected_prior(globals_, uniform)
+    qx0 = lds_smoother(ep0.prior, add_potentials(pots, ep0.potentials), method=lds_method)
     qx, (qz, L, ep, surrogate) = jax.lax.scan(sweep, qx0, None, length=num_sweeps)
     last = lambda tree: jax.tree.map(lambda a: a[-1], tree)
     return MeanField(last(qz), qx, last(ep), L[-1], surrogate)
@@ -279,7 +276,8 @@ class SLDSSVAE(nn.Module):
     dynamics' means M_k spread as in :func:`init_globals`), 'encoder', 'decoder' and, with
     config.frame_shape, 'frame_encoder' (the submodules of the SVAE, so their parameters are
     interchangeable). num_sequences: N for the global KL share (None: held-out evaluation).
-    num_sweeps: mean-field sweeps per sequence."""
+    num_sweeps: mean-field sweeps per sequence. concentration, sticky, prior_scale: the prior
+    (:func:`prior_globals`)."""
 
     config: ModelConfig
     num_states: int
@@ -287,17 +285,19 @@ class SLDSSVAE(nn.Module):
     num_sweeps: int = 10
     concentration: float = 5.0
     sticky: float = 0.0
+    prior_scale: float = 1.0
 
     def setup(self):
         self.globals = self.param("globals", lambda key: init_globals(
-            key, self.num_states, self.config.latent_dim, self.concentration, self.sticky))
+            key, self.num_states, self.config.latent_dim, self.concentration, self.sticky,
+            scale=self.prior_scale))
         self.encoder = PotentialEncoder(self.config)
         self.decoder = make_decoder(self.config)
         self.frame_encoder = make_frame_encoder(self.config)
 
     def prior_globals(self) -> SLDSGlobals:
         return prior_globals(self.num_states, self.config.latent_dim, self.concentration,
-                             self.sticky, self.globals.init.Phi.dtype)
+                             self.sticky, self.globals.init.Phi.dtype, self.prior_scale)
 
     def potentials(self, y, mask):
         features = lambda y_masked: encoder_features(self.config, self.frame_encoder, y_masked)
@@ -336,11 +336,11 @@ class SLDSSVAE(nn.Module):
 
 
 def init_globals(key, num_states: int, latent_dim: int, concentration: float = 5.0,
-                 sticky: float = 0.0, spread: float = 0.5) -> SLDSGlobals:
+                 sticky: float = 0.0, spread: float = 0.5, scale: float = 1.0) -> SLDSGlobals:
     """The prior, with each state's dynamics mean M_k = 0.9·I + ``spread``·N(0, 1/D) entries,
     so the states start distinct (identical states stay identical under mean field). With
     num_states = 1, M = 0.9·I exactly."""
-    prior = prior_globals(num_states, latent_dim, concentration, sticky)
+    prior = prior_globals(num_states, latent_dim, concentration, sticky, scale=scale)
     std = jax.vmap(mniw.to_standard)(prior.dynamics)
     D = latent_dim
     noise = jax.random.normal(key, (num_states, D, D)) * spread / math.sqrt(D)

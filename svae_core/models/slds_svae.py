@@ -59,11 +59,11 @@ from svae_core.expfam.wishart import multidigamma
 from svae_core.inference import (
     GaussianPotentials,
     LDSPrior,
+    hmm_smoother,
     lds_smoother,
     lds_smoother_and_sample,
 )
 from svae_core.inference.expected_prior import ExpectedLDSPrior, add_potentials
-from svae_core.inference.hmm import hmm_smoother
 from svae_core.inference.lds import LDSPosterior
 from svae_core.models.base import (
     ModelConfig,

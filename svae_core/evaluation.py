@@ -368,6 +368,24 @@ def linear_decoding_r2(features_train, targets_train, features_test, targets_tes
     return float(r2[0]) if single_tr else r2
 
 
+def contingency_table(labels_true, labels_pred) -> np.ndarray:
+    """(I, J) int64 counts n_ij of points in cluster i of one partition and j of the other,
+    clusters numbered by sorted label value.
+
+    Raises:
+        ValueError: unless both are 1-D of the same length N ≥ 1.
+    """
+    a, b = np.asarray(labels_true), np.asarray(labels_pred)
+    if a.ndim != 1 or b.ndim != 1 or a.shape != b.shape or a.size == 0:
+        raise ValueError(f"need two label arrays of the same shape (N,), N >= 1; got "
+                         f"{a.shape} and {b.shape}")
+    _, a = np.unique(a, return_inverse=True)
+    _, b = np.unique(b, return_inverse=True)
+    table = np.zeros((a.max() + 1, b.max() + 1), np.int64)
+    np.add.at(table, (a, b), 1)
+    return table
+
+
 def adjusted_rand_index(labels_true, labels_pred) -> float:
     """Adjusted Rand index of two partitions of the same N points (Hubert & Arabie, 1985).
 
@@ -392,20 +410,14 @@ def adjusted_rand_index(labels_true, labels_pred) -> float:
     Raises:
         ValueError: unless both are 1-D of the same length N ≥ 1.
     """
-    a, b = np.asarray(labels_true), np.asarray(labels_pred)
-    if a.ndim != 1 or b.ndim != 1 or a.shape != b.shape or a.size == 0:
-        raise ValueError(f"need two label arrays of the same shape (N,), N >= 1; got "
-                         f"{a.shape} and {b.shape}")
-    _, a = np.unique(a, return_inverse=True)
-    _, b = np.unique(b, return_inverse=True)
-    table = np.zeros((a.max() + 1, b.max() + 1), np.int64)
-    np.add.at(table, (a, b), 1)
+    table = contingency_table(labels_true, labels_pred)
 
     def pairs(counts):  # Σ C(count, 2) as an exact Python integer
         return int(np.sum(counts * (counts - 1) // 2))
 
     index, rows, cols = pairs(table), pairs(table.sum(axis=1)), pairs(table.sum(axis=0))
-    total = a.size * (a.size - 1) // 2
+    n = int(table.sum())
+    total = n * (n - 1) // 2
     if (rows == cols == total) or (rows == cols == 0):  # one cluster each, or all singletons
         return 1.0
     expected = rows * cols / total  # exact integer product, one rounding
@@ -425,15 +437,8 @@ def normalized_mutual_information(labels_true, labels_pred) -> float:
     Raises:
         ValueError: unless both are 1-D of the same length N ≥ 1.
     """
-    a, b = np.asarray(labels_true), np.asarray(labels_pred)
-    if a.ndim != 1 or b.ndim != 1 or a.shape != b.shape or a.size == 0:
-        raise ValueError(f"need two label arrays of the same shape (N,), N >= 1; got "
-                         f"{a.shape} and {b.shape}")
-    _, a = np.unique(a, return_inverse=True)
-    _, b = np.unique(b, return_inverse=True)
-    joint = np.zeros((a.max() + 1, b.max() + 1))
-    np.add.at(joint, (a, b), 1.0)
-    joint /= a.size
+    table = contingency_table(labels_true, labels_pred)
+    joint = table / table.sum()
     pa, pb = joint.sum(1), joint.sum(0)
     entropy = lambda p: float(-np.sum(p * np.log(p)))
     ha, hb = entropy(pa), entropy(pb)

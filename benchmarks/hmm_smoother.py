@@ -25,16 +25,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svae_core.experiments.timing import time_compiled
 from svae_core.inference import hmm_smoother
 from svae_core.reporting import describe_device
+
+#: Seconds of timed calls per case at most (slow cases get fewer repeats, at least 3).
+BUDGET_S = 4.0
 
 PATHS = ("ours sequential", "ours parallel", "dynamax sequential", "dynamax parallel")
 
@@ -92,26 +94,6 @@ def hmm_functions(path: str):
     return forward, marginals, loss
 
 
-def time_compiled(fn, args, repeats: int, compile_repeats: int = 1, budget_s: float = 4.0):
-    """(median ms per call after a warm-up call, median s to trace, lower and compile).
-    Calls slower than ``budget_s / repeats`` get fewer repeats (at least 3)."""
-    compile_times = []
-    for _ in range(compile_repeats):
-        jax.clear_caches()  # or the second compile is a cache hit
-        t0 = time.perf_counter()
-        compiled = jax.jit(fn).lower(*args).compile()
-        compile_times.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))  # warm-up
-    warm = time.perf_counter() - t0
-    times = []
-    for _ in range(max(3, min(repeats, int(budget_s / warm)))):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3, statistics.median(compile_times)
-
-
 def time_hmm(path: str, num_states: int, num_timesteps: int, *, batch: int = 10,
              repeats: int = 10, compile_repeats: int = 1, vg: bool = False) -> dict:
     """fwd, marg and (if ``vg``) value_and_grad timings of one path on a vmapped batch
@@ -125,12 +107,12 @@ def time_hmm(path: str, num_states: int, num_timesteps: int, *, batch: int = 10,
     def batch_loss(*args):
         return batched(loss)(*args).sum()
 
-    fwd_ms, fwd_c = time_compiled(batched(forward), args, repeats, compile_repeats)
-    marg_ms, _ = time_compiled(batched(marginals), args, repeats, 1)
+    fwd_ms, fwd_c = time_compiled(batched(forward), args, repeats, compile_repeats, BUDGET_S)
+    marg_ms, _ = time_compiled(batched(marginals), args, repeats, 1, BUDGET_S)
     vg_ms = vg_c = None
     if vg:
         vg_ms, vg_c = time_compiled(jax.value_and_grad(batch_loss, argnums=(0, 1, 2)), args,
-                                    repeats, compile_repeats)
+                                    repeats, compile_repeats, BUDGET_S)
     return dict(K=num_states, T=num_timesteps, path=path, fwd_ms=fwd_ms, fwd_compile_s=fwd_c,
                 marg_ms=marg_ms, vg_ms=vg_ms, vg_compile_s=vg_c, repeats=repeats)
 

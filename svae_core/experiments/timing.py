@@ -121,15 +121,22 @@ def smoother_functions(path: str):
     return forward, loss
 
 
-def time_compiled(fn, args, repeats: int, compile_repeats: int = 1):
-    """(median ms per call after a warm-up call, median s to trace, lower and compile)."""
+def time_compiled(fn, args, repeats: int, compile_repeats: int = 1,
+                  budget_s: float | None = None):
+    """(median ms per call after a warm-up call, median s to trace, lower and compile).
+    With ``budget_s``, calls slower than ``budget_s / repeats`` get fewer repeats (at
+    least 3)."""
     compile_times = []
     for _ in range(compile_repeats):
         jax.clear_caches()  # or the second compile is a cache hit
         t0 = time.perf_counter()
         compiled = jax.jit(fn).lower(*args).compile()
         compile_times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
     jax.block_until_ready(compiled(*args))  # warm-up
+    warm = time.perf_counter() - t0
+    if budget_s is not None:
+        repeats = max(3, min(repeats, int(budget_s / warm)))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

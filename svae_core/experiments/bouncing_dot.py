@@ -270,8 +270,8 @@ def _model(settings, num_pixels):
 @functools.cache
 def _programs(config: ModelConfig, observed: int, num_samples: int):
     """Compiled evaluation programs of one model, shared by every run and profile call:
-    (posterior means (S, T, D), decoded means (S, T, P), decoded samples given the first
-    ``observed`` frames (S, samples, T, P))."""
+    (posterior means (S, T, D), decoded samples given the first ``observed`` frames
+    (S, samples, T, P))."""
     model = cs.ConjugateSVAE(config)
 
     def mean(params, y):
@@ -282,9 +282,7 @@ def _programs(config: ModelConfig, observed: int, num_samples: int):
         x = model.apply(params, y, seen, key, num_samples, method="posterior_samples")
         return model.apply(params, x, method="decode")[0]
 
-    means = jax.jit(jax.vmap(mean, (None, 0)))
-    decoded = jax.jit(lambda p, y: model.apply(p, means(p, y), method="decode")[0])
-    return means, decoded, jax.jit(jax.vmap(predict, (None, 0, 0)))
+    return jax.jit(jax.vmap(mean, (None, 0))), jax.jit(jax.vmap(predict, (None, 0, 0)))
 
 
 def _compiled(settings, num_pixels):
@@ -309,16 +307,11 @@ def position_r2(params, bench, settings) -> float:
     return float(1.0 - np.sum(resid ** 2) / np.sum((truth - truth.mean()) ** 2))
 
 
-def decoded_means(params, frames, settings) -> np.ndarray:
-    """(S, T, P) the decoder's mean at the posterior mean of x: the reconstruction."""
-    return np.asarray(_compiled(settings, frames.shape[-1])[1](params, jnp.asarray(frames)))
-
-
 def predicted_frames(params, frames, settings, key) -> np.ndarray:
     """(S, samples, T, P) decoded joint samples of q(x) given the first ``observed`` frames
     (later potentials zero: Fig. 4)."""
     keys = jax.random.split(key, frames.shape[0])
-    return np.asarray(_compiled(settings, frames.shape[-1])[2](params, jnp.asarray(frames),
+    return np.asarray(_compiled(settings, frames.shape[-1])[1](params, jnp.asarray(frames),
                                                                keys))
 
 

@@ -35,16 +35,20 @@ def config():
                        smoother="sequential")
 
 
-def sharp_globals(key, num_states=K, strength=50.0):
-    """q(θ) with distinct, fairly concentrated state dynamics (rotations at different speeds)
-    and uneven transition rows: what mean field sees after some training."""
-    g = ss.prior_globals(num_states, D)
+def sharp_globals(key, num_states=K, strength=50.0, affine=False):
+    """q(θ) with distinct, fairly concentrated state dynamics (rotations at different speeds,
+    with ``affine`` also different offsets) and uneven transition rows: what mean field sees
+    after some training."""
+    g = ss.prior_globals(num_states, D, affine=affine)
     angles = jnp.linspace(0.2, 1.2, num_states)
     M = jax.vmap(lambda a: 0.95 * jnp.array([[jnp.cos(a), -jnp.sin(a)],
                                              [jnp.sin(a), jnp.cos(a)]]))(angles)
-    eye = jnp.eye(D)
-    dyn = jax.vmap(lambda m: mniw.from_standard(m, strength * eye, 0.1 * strength * eye,
-                                                strength))(M)
+    if affine:
+        offsets = jnp.stack([jnp.linspace(-1.0, 1.0, num_states),
+                             jnp.linspace(0.5, -0.5, num_states)], -1)
+        M = jnp.concatenate([M, offsets[:, :, None]], -1)
+    dyn = jax.vmap(lambda m: mniw.from_standard(m, strength * jnp.eye(m.shape[-1]),
+                                                0.1 * strength * jnp.eye(D), strength))(M)
     rows = jax.random.uniform(key, (num_states, num_states), minval=1.0, maxval=20.0)
     return g._replace(dynamics=dyn, transitions=g.transitions._replace(alpha_minus_one=rows))
 
@@ -75,8 +79,9 @@ def test_one_state_is_the_conjugate_lds_svae():
     np.testing.assert_allclose(a.marginals, 1.0)
 
 
-def test_coordinate_ascent_never_lowers_the_surrogate_objective():
-    g = sharp_globals(jax.random.PRNGKey(0))
+@pytest.mark.parametrize("affine", [False, True])
+def test_coordinate_ascent_never_lowers_the_surrogate_objective(affine):
+    g = sharp_globals(jax.random.PRNGKey(0), affine=affine)
     for seed in range(3):
         mf = ss.mean_field(g, potentials(jax.random.PRNGKey(10 + seed)), num_sweeps=12)
         s = np.asarray(mf.surrogate)
@@ -87,8 +92,9 @@ def test_coordinate_ascent_never_lowers_the_surrogate_objective():
         assert m.max(-1).mean() > 1 / K + 0.1  # informative, not uniform
 
 
-def test_mixture_prior_equals_the_general_route_on_weighted_statistics():
-    g = sharp_globals(jax.random.PRNGKey(0))
+@pytest.mark.parametrize("affine", [False, True])
+def test_mixture_prior_equals_the_general_route_on_weighted_statistics(affine):
+    g = sharp_globals(jax.random.PRNGKey(0), affine=affine)
     w = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(1), (T - 1, K)) * 2.0, -1)
     mine = ss.mixture_expected_prior(g, w)
     stats = jax.vmap(mniw.expected_dynamics_stats)(g.dynamics)
@@ -96,12 +102,14 @@ def test_mixture_prior_equals_the_general_route_on_weighted_statistics():
     ref = expected_lds_prior(tuple(niw.expected_precision_stats(g.init)), per_step)
     for a, b in ((mine.prior.A, ref.prior.A), (mine.prior.Q, ref.prior.Q),
                  (mine.prior.m1, ref.prior.m1), (mine.prior.Q1, ref.prior.Q1),
-                 (mine.potentials.J, ref.potentials.J), (mine.constant, ref.constant)):
+                 (mine.prior.b, ref.prior.b), (mine.potentials.J, ref.potentials.J),
+                 (mine.potentials.h, ref.potentials.h), (mine.constant, ref.constant)):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
 
 
-def test_state_log_likelihoods_are_the_exponential_family_inner_products():
-    g = sharp_globals(jax.random.PRNGKey(0))
+@pytest.mark.parametrize("affine", [False, True])
+def test_state_log_likelihoods_are_the_exponential_family_inner_products(affine):
+    g = sharp_globals(jax.random.PRNGKey(0), affine=affine)
     pots = potentials(jax.random.PRNGKey(1))
     ep = ss.mixture_expected_prior(g, jnp.full((T - 1, K), 1.0 / K))
     qx = lds_smoother(ep.prior, pots, method="sequential")
@@ -109,10 +117,13 @@ def test_state_log_likelihoods_are_the_exponential_family_inner_products():
     assert L.shape == (T, K) and np.all(L[0] == 0)
     theta = jax.vmap(mniw.expected_stats)(g.dynamics)
     mu, cov, cross = qx.mean, qx.cov, qx.cross_cov
+    pad = (lambda a: jnp.pad(a, ((0, 1), (0, 1)))) if affine else (lambda a: a)
     for t in range(T - 1):
+        m_t = jnp.append(mu[t], 1.0) if affine else mu[t]
         second_next = cov[t + 1] + jnp.outer(mu[t + 1], mu[t + 1])
-        pair = cross[t].T + jnp.outer(mu[t + 1], mu[t])
-        second = cov[t] + jnp.outer(mu[t], mu[t])
+        pair = (jnp.pad(cross[t].T, ((0, 0), (0, 1))) if affine else cross[t].T) \
+            + jnp.outer(mu[t + 1], m_t)
+        second = pad(cov[t]) + jnp.outer(m_t, m_t)
         for k in range(K):
             e = jax.tree.map(lambda a, k=k: a[k], theta)
             ref = (jnp.sum(e.Phi * second_next) + jnp.sum(e.MK * pair) + jnp.sum(e.K * second)
@@ -120,17 +131,23 @@ def test_state_log_likelihoods_are_the_exponential_family_inner_products():
             np.testing.assert_allclose(L[t + 1, k], ref, rtol=1e-9)
 
 
-def test_expected_statistics_count_every_step_once():
-    g = sharp_globals(jax.random.PRNGKey(0))
+@pytest.mark.parametrize("affine", [False, True])
+def test_expected_statistics_count_every_step_once(affine):
+    g = sharp_globals(jax.random.PRNGKey(0), affine=affine)
     mf = ss.mean_field(g, potentials(jax.random.PRNGKey(2)), num_sweeps=4)
-    stats = ss.expected_stats(mf.qz, mf.qx)
+    stats = ss.expected_stats(mf.qz, mf.qx, affine)
     np.testing.assert_allclose(jnp.sum(stats.dynamics.nu), T - 1, rtol=1e-10)
     np.testing.assert_allclose(jnp.sum(stats.transitions.alpha_minus_one), T - 1, rtol=1e-10)
     np.testing.assert_allclose(jnp.sum(stats.initial.alpha_minus_one), 1.0, rtol=1e-10)
     # the state-weighted second moments add up to the single-LDS sums
     one = cs.expected_local_stats(mf.qx)
     np.testing.assert_allclose(jnp.sum(stats.dynamics.Phi, 0), one.dynamics.Phi, rtol=1e-10)
-    np.testing.assert_allclose(jnp.sum(stats.dynamics.MK, 0), one.dynamics.MK, rtol=1e-10)
+    np.testing.assert_allclose(jnp.sum(stats.dynamics.MK, 0)[:, :D], one.dynamics.MK,
+                               rtol=1e-10)
+    if affine:  # the offset column: Σ_t E[x_{t+1}] over the steps into x_2..x_T
+        np.testing.assert_allclose(jnp.sum(stats.dynamics.MK, 0)[:, D],
+                                   jnp.sum(mf.qx.mean[1:], 0), rtol=1e-10)
+        np.testing.assert_allclose(jnp.sum(stats.dynamics.K, 0)[D, D], T - 1, rtol=1e-10)
 
 
 def test_task_takes_the_svi_step_on_every_global():
@@ -165,12 +182,13 @@ def test_task_takes_the_svi_step_on_every_global():
         np.testing.assert_allclose(a, e + rho * (t - e), rtol=1e-6, atol=1e-8)
 
 
-def test_globals_from_a_segmentation_are_the_conjugate_posterior_of_those_paths():
+@pytest.mark.parametrize("affine", [False, True])
+def test_globals_from_a_segmentation_are_the_conjugate_posterior_of_those_paths(affine):
     rng = np.random.default_rng(0)
     S_, T_ = 3, 7
     x = rng.normal(size=(S_, T_, D))
     z = rng.integers(0, K, (S_, T_))
-    prior = ss.prior_globals(K, D)
+    prior = ss.prior_globals(K, D, affine=affine)
     g = ss.globals_from_segmentation(prior, x, z, weight=0.5)
     for k in range(K):  # state k's MNIW, by a loop over the steps into x_{t+1}
         Phi = sum(np.outer(x[s, t + 1], x[s, t + 1]) for s in range(S_) for t in range(T_ - 1)
@@ -179,6 +197,11 @@ def test_globals_from_a_segmentation_are_the_conjugate_posterior_of_those_paths(
         np.testing.assert_allclose(g.dynamics.Phi[k], prior.dynamics.Phi[k] + 0.5 * Phi,
                                    rtol=1e-12)
         np.testing.assert_allclose(g.dynamics.nu[k], prior.dynamics.nu[k] + 0.5 * count)
+        x_in = lambda s, t: np.append(x[s, t], 1.0) if affine else x[s, t]
+        MK = sum(np.outer(x[s, t + 1], x_in(s, t)) for s in range(S_) for t in range(T_ - 1)
+                 if z[s, t + 1] == k)
+        np.testing.assert_allclose(g.dynamics.MK[k], prior.dynamics.MK[k] + 0.5 * MK,
+                                   rtol=1e-12)
     trans = np.zeros((K, K))
     for s in range(S_):
         for t in range(T_ - 1):
@@ -186,3 +209,27 @@ def test_globals_from_a_segmentation_are_the_conjugate_posterior_of_those_paths(
     np.testing.assert_allclose(g.transitions.alpha_minus_one,
                                prior.transitions.alpha_minus_one + 0.5 * trans)
     np.testing.assert_allclose(g.init.km, prior.init.km + 0.5 * x[:, 0].sum(0), rtol=1e-12)
+
+
+def test_offsets_let_mean_field_find_states_that_differ_only_in_their_fixed_points():
+    """Two states with the same A = 0.7·I but fixed points (±2, 0): paths simulated from them
+    and observed with noise; q(z) under the true q(θ) (concentrated) recovers the states."""
+    rng = np.random.default_rng(0)
+    T_, A = 60, 0.7
+    fixed = np.array([[2.0, 0.0], [-2.0, 0.0]])
+    z = np.arange(T_) // 10 % 2
+    x = np.zeros((T_, D))
+    for t in range(1, T_):
+        x[t] = A * x[t - 1] + (1 - A) * fixed[z[t]] + 0.2 * rng.normal(size=D)
+    y = x + 0.3 * rng.normal(size=(T_, D))
+    J = np.full((T_, D), 1 / 0.09)
+    g = ss.prior_globals(2, D, affine=True)
+    M = np.stack([np.concatenate([A * np.eye(D), (1 - A) * f[:, None]], 1) for f in fixed])
+    strength = 1e3
+    dyn = jax.vmap(lambda m: mniw.from_standard(m, strength * jnp.eye(D + 1),
+                                                0.04 * strength * jnp.eye(D), strength))(
+        jnp.asarray(M))
+    g = g._replace(dynamics=dyn)
+    mf = ss.mean_field(g, GaussianPotentials(jnp.asarray(J), jnp.asarray(J * y)), 5)
+    found = np.asarray(mf.qz.marginals).argmax(-1)[1:]
+    assert np.mean(found == z[1:]) > 0.9

@@ -37,6 +37,7 @@ parser.add_argument("--lr", type=float, default=1e-3)
 parser.add_argument("--sticky", type=float, default=0.0)
 parser.add_argument("--num-train", type=int, default=100)
 parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--affine", action="store_true", help="give every state an offset b_k")
 parser.add_argument("--init-weight", type=float, default=1.0,
                     help="start q(θ) from k-means segments of the pretrained latents with this "
                          "weight (0: the prior with spread state means)")
@@ -87,16 +88,17 @@ print(f"pretrained latents' sd {scale:.3g}")
 start = None
 if args.init_weight > 0:  # each state's dynamics fitted to its k-means segments
     start = globals_from_segmentation(prior_globals(args.states, args.latent_dim, 5.0,
-                                                    args.sticky, scale=scale), x_tr,
+                                                    args.sticky, scale=scale,
+                                                    affine=args.affine), x_tr,
                                       assign(x_tr), args.init_weight)
 base = slds_svae_task(mc, tc0, args.states, S, T, num_sweeps=args.sweeps, sticky=args.sticky,
-                      prior_scale=scale, initial_globals=start)
+                      prior_scale=scale, initial_globals=start, affine=args.affine)
 nets = {k: v for k, v in lds["params"].items() if k != "globals"}
 task = dataclasses.replace(base, init=lambda key, d: {
     "params": {**base.init(key, d)["params"], **nets}})
 slds = fit(task, args.steps, "SLDS-SVAE")
 model = SLDSSVAE(mc, args.states, num_sweeps=args.sweeps, sticky=args.sticky,
-                 prior_scale=scale)
+                 prior_scale=scale, affine=args.affine)
 start_marg = np.asarray(jax.vmap(lambda s: model.apply(
     {"params": {**nets, "globals": start if start is not None else slds["params"]["globals"]}},
     s, full, method="infer").qz.marginals)(y_test))

@@ -129,14 +129,15 @@ def conjugate_svae_task(model_config: ModelConfig, train_config: TrainConfig,
 def slds_svae_task(model_config: ModelConfig, train_config: TrainConfig, num_states: int,
                    num_sequences: int, num_timesteps: int, num_sweeps: int = 10,
                    concentration: float = 5.0, sticky: float = 0.0, prior_scale: float = 1.0,
-                   globals_after: int = 0, initial_globals=None) -> TrainingTask:
+                   globals_after: int = 0, initial_globals=None,
+                   affine: bool = False) -> TrainingTask:
     """:func:`svi_task` of the SLDS-SVAE (:class:`~svae_core.models.slds_svae.SLDSSVAE` with
     ``num_states`` states, ``num_sweeps`` mean-field sweeps per sequence, the prior of
-    :func:`~svae_core.models.slds_svae.prior_globals`)."""
+    :func:`~svae_core.models.slds_svae.prior_globals`, state offsets with ``affine``)."""
     model = ss.SLDSSVAE(model_config, num_states, num_sequences, num_sweeps, concentration,
-                        sticky, prior_scale)
+                        sticky, prior_scale, affine)
     prior = lambda dtype: ss.prior_globals(num_states, model_config.latent_dim, concentration,
-                                           sticky, dtype, prior_scale)
+                                           sticky, dtype, prior_scale, affine)
     return svi_task(model, prior, model_config, train_config, num_sequences, num_timesteps,
                     globals_after, initial_globals)
 

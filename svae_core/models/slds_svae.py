@@ -6,10 +6,16 @@ The model, stated once::
     π_0 ~ Dir(α₀),  π_k ~ Dir(α_k) (row k of the transition matrix)     θ, shared
     (m1, Q1) ~ NIW,  (A_k, Q_k) ~ MNIW for each state k = 1..K             θ, shared
     z_1 ~ Cat(π_0),  z_{t+1} | z_t ~ Cat(π_{z_t})                          per sequence
-    x_1 ~ N(m1, Q1),  x_{t+1} | x_t, z_{t+1} ~ N(A_{z_{t+1}} x_t, Q_{z_{t+1}})
+    x_1 ~ N(m1, Q1),  x_{t+1} | x_t, z_{t+1} ~ N(A_{z_{t+1}} x_t + b_{z_{t+1}}, Q_{z_{t+1}})
     y_t ~ N(μ(x_t; γ), diag σ²(γ))                                         the decoder
 
-(the state that governs the step into x_{t+1} is z_{t+1}, as in the 2016 code).
+(the state that governs the step into x_{t+1} is z_{t+1}, as in the 2016 code). The offsets
+b_k are optional (``affine``): without them (the 2016 model) b_k = 0; with them each state
+has its own fixed point, as in the autoregressive HMMs of behaviour segmentation (MoSeq),
+where a behaviour is a pose the body relaxes towards as much as a way of moving. With
+offsets the MNIW of state k is over Ã_k = [A_k  b_k] acting on x̃ = [x; 1] (the constant
+last, as :mod:`svae_core.expfam.mniw` and :mod:`svae_core.inference.expected_prior` state),
+so its M is (D, D+1); every routine below reads which case it has from that shape.
 
 Variational family: q(θ) of the prior's form (the flax parameter ``globals``,
 :class:`SLDSGlobals`), and per sequence structured mean field q(z) q(x), with φ_t the
@@ -92,18 +98,23 @@ class SLDSGlobals(NamedTuple):
 
 
 def prior_globals(num_states: int, latent_dim: int, concentration: float = 5.0,
-                  sticky: float = 0.0, dtype=None, scale: float = 1.0) -> SLDSGlobals:
+                  sticky: float = 0.0, dtype=None, scale: float = 1.0,
+                  affine: bool = False) -> SLDSGlobals:
     """The 2016 SLDS prior with n = D: Dir(concentration) rows (plus ``sticky`` on the
     diagonal), NIW(m = 0, κ = 10, S = (n+10)s²·I, ν = n+10) on the initial state and, per
     state, MNIW(M = 0, K = 10·I, S = (n+10)s²·I, ν = n+10); s = ``scale`` (2016: 1), the
-    latents' typical size, so the prior's noise covariances s²·I match it."""
+    latents' typical size, so the prior's noise covariances s²·I match it. With ``affine``,
+    M = 0 is (n, n+1) and K = diag(10, …, 10, 1): the offset b_k ~ N(0, Q_k), as broad as
+    a step's noise, so that states can sit at different poses."""
     K, n = num_states, latent_dim
     dtype = dtype or jnp.result_type(float)
     eye = jnp.eye(n, dtype=dtype)
     nu = jnp.asarray(n + 10.0, dtype)
     S = (n + 10.0) * scale ** 2 * eye
     alpha = jnp.full((K, K), concentration, dtype) + sticky * jnp.eye(K, dtype=dtype)
-    dyn = mniw.from_standard(jnp.zeros((n, n), dtype), 10.0 * eye, S, nu)
+    n_in = n + 1 if affine else n
+    col = jnp.diag(jnp.full(n_in, 10.0, dtype).at[n:].set(1.0))
+    dyn = mniw.from_standard(jnp.zeros((n, n_in), dtype), col, S, nu)
     return SLDSGlobals(
         dirichlet.from_standard(jnp.full(K, concentration, dtype)),
         dirichlet.from_standard(alpha),
@@ -132,6 +143,12 @@ def _precisions(dyn: mniw.MNIWStandard):
     return P, 0.5 * jnp.linalg.slogdet(P)[1]
 
 
+def _is_affine(globals_: SLDSGlobals) -> bool:
+    """Whether the state dynamics carry offsets: M is (D, D+1) rather than (D, D)."""
+    MK = globals_.dynamics.MK
+    return MK.shape[-1] == MK.shape[-2] + 1
+
+
 def mixture_expected_prior(globals_: SLDSGlobals, weights) -> ExpectedLDSPrior:
     """E_q(z)q(θ)[log p(x | z, θ)] as (time-varying point prior p̄, potentials ψ, constant c),
     the result of :func:`~svae_core.inference.expected_prior.expected_lds_prior` on the
@@ -139,9 +156,11 @@ def mixture_expected_prior(globals_: SLDSGlobals, weights) -> ExpectedLDSPrior:
     cancels.
 
     weights: (T−1, K), w_{t,k} = q(z_{t+1} = k), the state governing x_{t+1} | x_t. With
-    P_k = E[Q_k⁻¹] = ν_k S_k⁻¹ and P̄_t = Σ_k w P_k: Q̄_t = P̄_t⁻¹, Ā_t = P̄_t⁻¹ Σ_k w P_k M_k,
-    and the remainder W_t = Σ_k w [D·K_k⁻¹ + (M_k − Ā_t)ᵀ P_k (M_k − Ā_t)], a sum of PSD terms
-    (the general route forms it as a difference of terms that grow like ν)."""
+    P_k = E[Q_k⁻¹] = ν_k S_k⁻¹ and P̄_t = Σ_k w P_k: Q̄_t = P̄_t⁻¹, Ã̄_t = P̄_t⁻¹ Σ_k w P_k M_k
+    (= [Ā_t  b̄_t] with offsets), and the remainder W_t = Σ_k w [D·K_k⁻¹ + (M_k − Ã̄_t)ᵀ P_k
+    (M_k − Ã̄_t)], a sum of PSD terms (the general route forms it as a difference of terms that
+    grow like ν). With offsets W_t is over x̃ = [x; 1]: its x-block is the potential's J, its
+    cross column gives h = −w_x and its corner enters the constant as −½ w_11."""
     weights = jnp.asarray(weights)
     T = weights.shape[0] + 1
     init = niw.to_standard(globals_.init)
@@ -150,9 +169,9 @@ def mixture_expected_prior(globals_: SLDSGlobals, weights) -> ExpectedLDSPrior:
     P, half_logdet = _precisions(dyn)
     P_bar = jnp.einsum("tk,kij->tij", weights, P)
     PM = jnp.einsum("kij,kjl->kil", P, dyn.M)
-    A_bar = jnp.linalg.solve(P_bar, jnp.einsum("tk,kij->tij", weights, PM))
+    A_bar = jnp.linalg.solve(P_bar, jnp.einsum("tk,kij->tij", weights, PM))  # (T−1, D, D_in)
     K_inv = jnp.linalg.inv(dyn.K)
-    dev = dyn.M[None] - A_bar[:, None]  # (T−1, K, D, D)
+    dev = dyn.M[None] - A_bar[:, None]  # (T−1, K, D, D_in)
     W = jnp.einsum("tk,kij->tij", weights, D * 0.5 * (K_inv + jnp.swapaxes(K_inv, -1, -2))) \
         + jnp.einsum("tk,tkji,kjl,tklm->tim", weights, dev, P, dev)
     W = 0.5 * (W + jnp.swapaxes(W, -1, -2))
@@ -162,29 +181,55 @@ def mixture_expected_prior(globals_: SLDSGlobals, weights) -> ExpectedLDSPrior:
     constant = _half_log_gap(init.nu, D) - 0.5 * D / init.kappa + jnp.sum(dyn_const)
     Q_bar = jnp.linalg.inv(P_bar)
     Q_bar = 0.5 * (Q_bar + jnp.swapaxes(Q_bar, -1, -2))
-    prior = LDSPrior(init.m, init.S / init.nu, A_bar, jnp.zeros((T - 1, D), W.dtype), Q_bar)
+    zeros_h = jnp.zeros((1, D), W.dtype)
+    if _is_affine(globals_):
+        A, b = A_bar[..., :D], A_bar[..., D]
+        h = jnp.concatenate([-W[:, :D, D], zeros_h])
+        constant = constant - 0.5 * jnp.sum(W[:, D, D])
+        W = W[:, :D, :D]
+    else:
+        A, b = A_bar, jnp.zeros((T - 1, D), W.dtype)
+        h = jnp.zeros((T, D), W.dtype)
+    prior = LDSPrior(init.m, init.S / init.nu, A, b, Q_bar)
     J = jnp.concatenate([W, jnp.zeros((1, D, D), W.dtype)])
-    return ExpectedLDSPrior(prior, GaussianPotentials(J, jnp.zeros((T, D), W.dtype)), constant)
+    return ExpectedLDSPrior(prior, GaussianPotentials(J, h), constant)
+
+
+def _tilde_moments(post: LDSPosterior, affine: bool):
+    """Moments of x̃_t = [x_t; 1] (or x_t without offsets) that the state statistics need:
+    E[x̃_t x̃_tᵀ] (T−1, D_in, D_in) for t < T, E[x_{t+1} x̃_tᵀ] (T−1, D, D_in), E[x̃_t] (T−1, D_in),
+    and Cov(x̃_t, x_{t+1}) (T−1, D_in, D) (the constant has no covariance)."""
+    mu, cov, cross = post.mean, post.cov, post.cross_cov  # cross[t] = Cov(x_t, x_{t+1})
+    m, c, x = mu[:-1], cov[:-1], cross
+    if affine:
+        ones = jnp.ones((*m.shape[:-1], 1), m.dtype)
+        m = jnp.concatenate([m, ones], -1)
+        c = jnp.pad(c, ((0, 0), (0, 1), (0, 1)))
+        x = jnp.pad(x, ((0, 0), (0, 1), (0, 0)))
+    second = c + m[:, :, None] * m[:, None, :]
+    pair = jnp.swapaxes(x, -1, -2) + mu[1:, :, None] * m[:, None, :]
+    return second, pair, m, x
 
 
 def state_log_likelihoods(globals_: SLDSGlobals, post: LDSPosterior) -> jax.Array:
     """(T, K) node log potentials of q(z): row 0 zero, row t ≥ 1
     E_q(x) E_q(θ)[log N(x_{t+1} | A_k x_t, Q_k)] (0-based: the step into x_t), nats.
 
-    E = −½ tr(P_k E[r rᵀ]) − (D/2) tr(K_k⁻¹ E[x_t x_tᵀ]) + ½ E[log|Q_k⁻¹|] − (D/2) log 2π with
-    r = x_{t+1} − M_k x_t, from q(x)'s means, covariances and cross-covariances (no
-    cancellation of terms that grow like ν)."""
+    E = −½ tr(P_k E[r rᵀ]) − (D/2) tr(K_k⁻¹ E[x̃_t x̃_tᵀ]) + ½ E[log|Q_k⁻¹|] − (D/2) log 2π with
+    r = x_{t+1} − M_k x̃_t (x̃_t = [x_t; 1] with offsets, else x_t), from q(x)'s means,
+    covariances and cross-covariances (no cancellation of terms that grow like ν)."""
     dyn = jax.vmap(mniw.to_standard)(globals_.dynamics)
     D = post.mean.shape[-1]
     P, half_logdet = _precisions(dyn)
-    mu, cov, cross = post.mean, post.cov, post.cross_cov  # cross[t] = Cov(x_t, x_{t+1})
+    second_x, _, m_in, cross = _tilde_moments(post, _is_affine(globals_))
+    mu, cov = post.mean, post.cov
     M = dyn.M
-    r_mean = mu[None, 1:] - jnp.einsum("kij,tj->kti", M, mu[:-1])  # (K, T−1, D)
-    M_cross = jnp.einsum("kij,tjl->ktil", M, cross)  # M Cov(x_t, x_{t+1})
-    r_cov = (cov[None, 1:] + jnp.einsum("kij,tjl,kml->ktim", M, cov[:-1], M)
+    r_mean = mu[None, 1:] - jnp.einsum("kij,tj->kti", M, m_in)  # (K, T−1, D)
+    M_cross = jnp.einsum("kij,tjl->ktil", M, cross)  # M Cov(x̃_t, x_{t+1})
+    c_in = second_x - m_in[:, :, None] * m_in[:, None, :]
+    r_cov = (cov[None, 1:] + jnp.einsum("kij,tjl,kml->ktim", M, c_in, M)
              - M_cross - jnp.swapaxes(M_cross, -1, -2))
     second_r = r_cov + r_mean[..., :, None] * r_mean[..., None, :]
-    second_x = cov[:-1] + mu[:-1, :, None] * mu[:-1, None, :]
     K_inv = jnp.linalg.inv(dyn.K)
     quad = jnp.einsum("kij,ktji->kt", P, second_r) \
         + D * jnp.einsum("kij,tji->kt", K_inv, second_x)
@@ -244,18 +289,19 @@ def mean_field(globals_: SLDSGlobals, pots: GaussianPotentials, num_sweeps: int,
     return MeanField(last(qz), qx, last(ep), L[-1], surrogate)
 
 
-def expected_stats(qz, qx: LDSPosterior) -> SLDSGlobals:
+def expected_stats(qz, qx: LDSPosterior, affine: bool = False) -> SLDSGlobals:
     """E_q[t(z, x)] of one sequence packed like η: q(z_1) for π_0, Σ_t q(z_t, z_{t+1}) for the
     rows, (E[x_1x_1ᵀ], E[x_1], 1, 1) for the NIW and, for state k, Σ_t q(z_{t+1} = k) ·
-    (E[x_{t+1}x_{t+1}ᵀ], E[x_{t+1}x_tᵀ], E[x_t x_tᵀ], 1) for its MNIW."""
+    (E[x_{t+1}x_{t+1}ᵀ], E[x_{t+1}x̃_tᵀ], E[x̃_t x̃_tᵀ], 1) for its MNIW, x̃_t = [x_t; 1] with
+    ``affine`` offsets, else x_t."""
     one = expected_local_stats(qx)  # the single-LDS statistics, summed over t
-    mu, cov, cross = qx.mean, qx.cov, qx.cross_cov
-    second = cov + mu[:, :, None] * mu[:, None, :]
-    pair = jnp.swapaxes(cross, -1, -2) + mu[1:, :, None] * mu[:-1, None, :]
+    mu, cov = qx.mean, qx.cov
+    second_next = cov[1:] + mu[1:, :, None] * mu[1:, None, :]
+    second, pair, _, _ = _tilde_moments(qx, affine)
     w = qz.marginals[1:]  # (T−1, K)
-    dyn = MNIWNatural(jnp.einsum("tk,tij->kij", w, second[1:]),
+    dyn = MNIWNatural(jnp.einsum("tk,tij->kij", w, second_next),
                       jnp.einsum("tk,tij->kij", w, pair),
-                      jnp.einsum("tk,tij->kij", w, second[:-1]), jnp.sum(w, 0))
+                      jnp.einsum("tk,tij->kij", w, second), jnp.sum(w, 0))
     return SLDSGlobals(DirichletNatural(qz.marginals[0]),
                        DirichletNatural(jnp.sum(qz.pair_marginals, 0)), one.init, dyn)
 
@@ -276,8 +322,8 @@ class SLDSSVAE(nn.Module):
     dynamics' means M_k spread as in :func:`init_globals`), 'encoder', 'decoder' and, with
     config.frame_shape, 'frame_encoder' (the submodules of the SVAE, so their parameters are
     interchangeable). num_sequences: N for the global KL share (None: held-out evaluation).
-    num_sweeps: mean-field sweeps per sequence. concentration, sticky, prior_scale: the prior
-    (:func:`prior_globals`)."""
+    num_sweeps: mean-field sweeps per sequence. concentration, sticky, prior_scale, affine: the
+    prior (:func:`prior_globals`; ``affine`` gives every state an offset b_k)."""
 
     config: ModelConfig
     num_states: int
@@ -286,18 +332,20 @@ class SLDSSVAE(nn.Module):
     concentration: float = 5.0
     sticky: float = 0.0
     prior_scale: float = 1.0
+    affine: bool = False
 
     def setup(self):
         self.globals = self.param("globals", lambda key: init_globals(
             key, self.num_states, self.config.latent_dim, self.concentration, self.sticky,
-            scale=self.prior_scale))
+            scale=self.prior_scale, affine=self.affine))
         self.encoder = PotentialEncoder(self.config)
         self.decoder = make_decoder(self.config)
         self.frame_encoder = make_frame_encoder(self.config)
 
     def prior_globals(self) -> SLDSGlobals:
         return prior_globals(self.num_states, self.config.latent_dim, self.concentration,
-                             self.sticky, self.globals.init.Phi.dtype, self.prior_scale)
+                             self.sticky, self.globals.init.Phi.dtype, self.prior_scale,
+                             self.affine)
 
     def potentials(self, y, mask):
         features = lambda y_masked: encoder_features(self.config, self.frame_encoder, y_masked)
@@ -331,21 +379,23 @@ class SLDSSVAE(nn.Module):
         recon = reconstruction(self.decoder, x, y, observed)
         kl = local_kl if self.num_sequences is None \
             else local_kl + self.global_kl() / self.num_sequences
-        stats = jax.lax.stop_gradient(expected_stats(qz, qx))
+        stats = jax.lax.stop_gradient(expected_stats(qz, qx, self.affine))
         return SLDSTerms(recon - kl, recon, kl, stats, qz.marginals)
 
 
 def init_globals(key, num_states: int, latent_dim: int, concentration: float = 5.0,
-                 sticky: float = 0.0, spread: float = 0.5, scale: float = 1.0) -> SLDSGlobals:
-    """The prior, with each state's dynamics mean M_k = 0.9·I + ``spread``·N(0, 1/D) entries,
-    so the states start distinct (identical states stay identical under mean field). With
-    num_states = 1, M = 0.9·I exactly."""
-    prior = prior_globals(num_states, latent_dim, concentration, sticky, scale=scale)
+                 sticky: float = 0.0, spread: float = 0.5, scale: float = 1.0,
+                 affine: bool = False) -> SLDSGlobals:
+    """The prior, with each state's dynamics mean A_k = 0.9·I + ``spread``·N(0, 1/D) entries
+    (offsets b_k = 0), so the states start distinct (identical states stay identical under
+    mean field). With num_states = 1, A = 0.9·I exactly."""
+    prior = prior_globals(num_states, latent_dim, concentration, sticky, scale=scale,
+                          affine=affine)
     std = jax.vmap(mniw.to_standard)(prior.dynamics)
     D = latent_dim
     noise = jax.random.normal(key, (num_states, D, D)) * spread / math.sqrt(D)
     noise = jnp.where(num_states > 1, noise, 0.0)
-    M = 0.9 * jnp.eye(D) + noise
+    M = std.M.at[:, :, :D].set(0.9 * jnp.eye(D) + noise)
     return prior._replace(dynamics=jax.vmap(mniw.from_standard)(M, std.K, std.S, std.nu))
 
 
@@ -363,9 +413,12 @@ def globals_from_segmentation(prior: SLDSGlobals, x, labels, weight: float = 1.0
     z = jax.nn.one_hot(labels, K, dtype=x.dtype)  # (S, T, K)
     w = z[:, 1:]  # state of the step into x_{t+1}
     outer = lambda a, b: a[..., :, None] * b[..., None, :]
+    x_in = x[:, :-1]
+    if _is_affine(prior):
+        x_in = jnp.concatenate([x_in, jnp.ones((*x_in.shape[:-1], 1), x.dtype)], -1)
     dyn = MNIWNatural(jnp.einsum("stk,stij->kij", w, outer(x[:, 1:], x[:, 1:])),
-                      jnp.einsum("stk,stij->kij", w, outer(x[:, 1:], x[:, :-1])),
-                      jnp.einsum("stk,stij->kij", w, outer(x[:, :-1], x[:, :-1])),
+                      jnp.einsum("stk,stij->kij", w, outer(x[:, 1:], x_in)),
+                      jnp.einsum("stk,stij->kij", w, outer(x_in, x_in)),
                       jnp.sum(w, (0, 1)))
     S = x.shape[0]
     one = jnp.ones((), x.dtype)

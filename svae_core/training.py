@@ -337,30 +337,38 @@ class Trainer:
 
     # ------------------------------------------------------------------ per-run functions
 
-    def init_state(self, seed: int, learning_rate: Any = None) -> RunState:
+    def init_state(self, seed: int, learning_rate: Any = None, params: Any = None
+                   ) -> RunState:
         """The state of run (seed, learning_rate): a float (Adam's rate), or with a task the
-        pytree of rates its optimizer reads; None: ``config.learning_rate``."""
+        pytree of rates its optimizer reads; None: ``config.learning_rate``. ``params``: the
+        run's starting flax variables (e.g. pretrained ones) in place of the model's or
+        task's initialisation; the seed still sets the run's random stream."""
         key = jax.random.PRNGKey(seed)
         k_init, k_apply, k_run = jax.random.split(key, 3)
         if self.task is not None:
-            params = self.task.init(k_init, self.y)
+            if params is None:
+                params = self.task.init(k_init, self.y)
             rates = self.config.learning_rate if learning_rate is None else learning_rate
             dtype = jnp.result_type(float)
             lr = jax.tree.map(lambda v: jnp.asarray(v, dtype), rates)
             return RunState(params, self._make_optimizer(lr, params).init(params), k_run, lr)
         S, T, _ = self.y.shape
-        params = self.model.init(k_init, self.y[0], jnp.ones(T, bool), k_apply)
+        if params is None:
+            params = self.model.init(k_init, self.y[0], jnp.ones(T, bool), k_apply)
         lr = jnp.asarray(self.config.learning_rate if learning_rate is None else learning_rate,
                          jnp.float32)
         return RunState(params, default_optimizer(lr, self.config).init(params), k_run, lr)
 
-    def init_runs(self, seeds, learning_rates=None) -> RunState:
-        """Stack the initial states of runs (seed_i, learning_rate_i) on a leading axis."""
+    def init_runs(self, seeds, learning_rates=None, params=None) -> RunState:
+        """Stack the initial states of runs (seed_i, learning_rate_i) on a leading axis;
+        ``params``: optional list of each run's starting variables (:meth:`init_state`)."""
         seeds = list(seeds)
         lrs = [None] * len(seeds) if learning_rates is None else list(learning_rates)
-        if len(lrs) != len(seeds):
-            raise ValueError(f"{len(seeds)} seeds but {len(lrs)} learning rates")
-        states = [self.init_state(s, lr) for s, lr in zip(seeds, lrs, strict=True)]
+        starts = [None] * len(seeds) if params is None else list(params)
+        if len(lrs) != len(seeds) or len(starts) != len(seeds):
+            raise ValueError(f"{len(seeds)} seeds but {len(lrs)} learning rates and "
+                             f"{len(starts)} starting parameters")
+        states = [self.init_state(s, lr, p) for s, lr, p in zip(seeds, lrs, starts, strict=True)]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
     def _task_loss(self, params, step_key, step, mesh=None):

@@ -88,6 +88,24 @@ def test_fit_until_then_continue_equals_one_fit(trainer):
     assert rest.history["step"] == full.history["step"]
 
 
+def test_runs_may_start_from_given_parameters(trainer):
+    """Runs may start from given (e.g. pretrained) parameters: those are their start exactly,
+    their optimiser state is fresh; a list of the wrong length is refused."""
+    first = trainer.fit(trainer.init_runs([5]), progress=False).states
+    start = jax.tree.map(lambda x: x[0], jax.device_get(first.params))
+    again = trainer.init_runs([6, 7], params=[start, start])
+    for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(start), strict=True):
+        np.testing.assert_array_equal(a[0], b)
+        np.testing.assert_array_equal(a[1], b)
+    fresh = trainer.init_runs([6])
+    for a, b in zip(jax.tree.leaves(again.opt_state), jax.tree.leaves(fresh.opt_state),
+                    strict=True):
+        if a.dtype.kind == "f" and a.ndim > 1:  # Adam's moments start at zero either way
+            np.testing.assert_array_equal(a[0], b[0])
+    with pytest.raises(ValueError, match="starting parameters"):
+        trainer.init_runs([6, 7], params=[start])
+
+
 def test_checkpoint_refuses_other_config(trainer, tmp_path):
     states = trainer.init_runs([0])
     save_checkpoint(tmp_path, states, 0, {"step": []}, trainer.config)

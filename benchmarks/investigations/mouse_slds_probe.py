@@ -34,6 +34,8 @@ parser.add_argument("--hidden", type=int, default=200)
 parser.add_argument("--sweeps", type=int, default=10)
 parser.add_argument("--rho", type=float, default=0.1)
 parser.add_argument("--lr", type=float, default=1e-3)
+parser.add_argument("--pretrain-lr", type=float, default=None,
+                    help="Adam's rate while pretraining (default: --lr)")
 parser.add_argument("--sticky", type=float, default=0.0)
 parser.add_argument("--num-train", type=int, default=100)
 parser.add_argument("--seed", type=int, default=0)
@@ -53,12 +55,13 @@ data = {"y": y, "observed": jnp.ones((S, T), bool)}
 rates = [{"networks": args.lr, "globals": args.rho}]
 
 
-def fit(task, steps, label):
-    tc = TrainConfig(steps=steps, batch_size=10, learning_rate=args.lr,
+def fit(task, steps, label, lr=args.lr):
+    tc = TrainConfig(steps=steps, batch_size=10, learning_rate=lr,
                      log_every=max(1, steps // 10))
     trainer = Trainer(None, data, tc, task=task)
     start = time.time()
-    result = trainer.fit(trainer.init_runs([args.seed], rates), progress=False)
+    result = trainer.fit(trainer.init_runs([args.seed], [{**rates[0], "networks": lr}]),
+                         progress=False)
     elbo = " ".join(f"{e[0]:.3f}" for e in result.history["elbo"])
     print(f"{label}: {steps} steps, {time.time() - start:.0f} s; ELBO per pixel by chunk {elbo}",
           flush=True)
@@ -73,7 +76,8 @@ def scores(pred, truth):
 
 
 tc0 = TrainConfig(steps=args.pretrain, batch_size=10, learning_rate=args.lr)
-lds = fit(conjugate_svae_task(mc, tc0, S, T), args.pretrain, "LDS-SVAE pretraining")
+lds = fit(conjugate_svae_task(mc, tc0, S, T), args.pretrain, "LDS-SVAE pretraining",
+          args.pretrain_lr or args.lr)
 full = jnp.ones(T, bool)
 means = lambda p, yy: np.asarray(jax.vmap(lambda s: ConjugateSVAE(mc).apply(
     p, s, full, method="posterior_mean"))(yy))

@@ -102,10 +102,13 @@ def prior_globals(num_states: int, latent_dim: int, concentration: float = 5.0,
                   affine: bool = False) -> SLDSGlobals:
     """The 2016 SLDS prior with n = D: Dir(concentration) rows (plus ``sticky`` on the
     diagonal), NIW(m = 0, κ = 10, S = (n+10)s²·I, ν = n+10) on the initial state and, per
-    state, MNIW(M = 0, K = 10·I, S = (n+10)s²·I, ν = n+10); s = ``scale`` (2016: 1), the
-    latents' typical size, so the prior's noise covariances s²·I match it. With ``affine``,
-    M = 0 is (n, n+1) and K = diag(10, …, 10, 1): the offset b_k ~ N(0, Q_k), as broad as
-    a step's noise, so that states can sit at different poses."""
+    state, MNIW(M = 0, K = 10s²·I, S = (n+10)s²·I, ν = n+10); s = ``scale`` (2016: 1), the
+    latents' typical size. Both scalings keep the prior's meaning when the latents are s times
+    larger or smaller: the noise covariances s²·I match them, and K, a column precision in
+    units of x xᵀ (pairs add Σ x_t x_tᵀ to it), stays worth 10 pseudo-steps of data, so
+    A_k ~ MN(0, Q_k, K⁻¹) has the same spread in any units. With ``affine``, M = 0 is
+    (n, n+1) and K = diag(10s², …, 10s², 1): the offset b_k ~ N(0, Q_k), as broad as a
+    step's noise, so that states can sit at different poses."""
     K, n = num_states, latent_dim
     dtype = dtype or jnp.result_type(float)
     eye = jnp.eye(n, dtype=dtype)
@@ -113,7 +116,7 @@ def prior_globals(num_states: int, latent_dim: int, concentration: float = 5.0,
     S = (n + 10.0) * scale ** 2 * eye
     alpha = jnp.full((K, K), concentration, dtype) + sticky * jnp.eye(K, dtype=dtype)
     n_in = n + 1 if affine else n
-    col = jnp.diag(jnp.full(n_in, 10.0, dtype).at[n:].set(1.0))
+    col = jnp.diag(jnp.full(n_in, 10.0 * scale ** 2, dtype).at[n:].set(1.0))
     dyn = mniw.from_standard(jnp.zeros((n, n_in), dtype), col, S, nu)
     return SLDSGlobals(
         dirichlet.from_standard(jnp.full(K, concentration, dtype)),

@@ -29,7 +29,6 @@ so the error is in image units (walls at ±1) whatever the latent coordinates ar
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +41,7 @@ from svae_core.datasets.bouncing_dot import (
     make_bouncing_dot_dataset,
 )
 from svae_core.evaluation import evaluate_elbo
+from svae_core.experiments.conjugate_programs import conjugate_programs
 from svae_core.experiments.curves import final_elbo, kept, optimizer_race, race_claims
 from svae_core.experiments.runs import conjugate_svae_task
 from svae_core.expfam import unconstrained
@@ -267,26 +267,8 @@ def _model(settings, num_pixels):
     return cs.ConjugateSVAE(model_config(settings, num_pixels))
 
 
-@functools.cache
-def _programs(config: ModelConfig, observed: int, num_samples: int):
-    """Compiled evaluation programs of one model, shared by every run and profile call:
-    (posterior means (S, T, D), decoded samples given the first ``observed`` frames
-    (S, samples, T, P))."""
-    model = cs.ConjugateSVAE(config)
-
-    def mean(params, y):
-        return model.apply(params, y, jnp.ones(y.shape[0], bool), method="posterior_mean")
-
-    def predict(params, y, key):
-        seen = jnp.arange(y.shape[0]) < observed
-        x = model.apply(params, y, seen, key, num_samples, method="posterior_samples")
-        return model.apply(params, x, method="decode")[0]
-
-    return jax.jit(jax.vmap(mean, (None, 0))), jax.jit(jax.vmap(predict, (None, 0, 0)))
-
-
 def _compiled(settings, num_pixels):
-    return _programs(model_config(settings, num_pixels), settings.observed,
+    return conjugate_programs(model_config(settings, num_pixels), settings.observed,
                      settings.prediction_samples)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import browser_check
 import nbformat
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.book
@@ -286,6 +287,20 @@ def test_bouncing_dot_results(built_book):
     assert results["r2_position"] <= 1 and 0 <= results["prediction_error"] <= 2
     assert results["kept"]["optimizer"] == "natgrad"
     check_optimizer_race(results)
+
+
+def test_mouse_slds_results(built_book):
+    results = json.loads((EXECUTED / "mouse_slds.json").read_text())
+    assert results["profile"] == "smoke" and results["device"]["summary"]
+    K = results["settings"]["num_states"]
+    assert set(results["results"]) >= {"slds_svae", "arhmm_pca", "kmeans_lds_svae"}
+    for method, row in results["results"].items():
+        assert -1e-9 <= row["nmi"] <= 1 + 1e-9 and -1 <= row["ari"] <= 1, method
+        assert 1 <= row["states_used"] <= K, method
+        # the reported score is the median over seeds
+        assert row["nmi"] == pytest.approx(np.median([p["nmi"] for p in row["per_seed"]]))
+    assert results["run"]["steps"] == results["settings"]["steps"]
+    assert all(isinstance(c["reproduced"], bool) for c in results["claims"])
 
 
 def test_html_pages_exist(built_book):

@@ -31,3 +31,10 @@ def test_state_examples_take_the_most_probable_moments_apart_from_each_other():
             assert a == b or a[0] != b[0] or abs(a[1] - b[1]) >= 5
     # no moment below probability one half is shown
     assert ms.state_examples(np.full((1, 10, 3), 1 / 3))[0] == []
+
+
+def test_majority_labels_name_each_state_by_its_most_frequent_behaviour():
+    truth = np.array([[0, 0, 0, 1, 1, 2, 2, 2]])
+    pred = np.array([[5, 5, 7, 7, 7, 9, 9, 5]])
+    # state 5 meets 0, 0, 2 -> 0; state 7 meets 0, 1, 1 -> 1; state 9 meets 2, 2 -> 2
+    np.testing.assert_array_equal(ms.majority_labels(truth, pred), [[0, 0, 1, 1, 1, 2, 2, 0]])

@@ -294,6 +294,18 @@ def run_lengths(labels) -> np.ndarray:
     return np.asarray(out, int)
 
 
+def majority_labels(truth, pred) -> np.ndarray:
+    """pred (S, T) with each state replaced by the true label it most often co-occurs with
+    (for display: colours that mean behaviours; several states may map to one behaviour).
+    truth, pred: (S, T) ints."""
+    truth, pred = np.asarray(truth), np.asarray(pred)
+    out = np.empty_like(pred)
+    for k in np.unique(pred):
+        here = pred == k
+        out[here] = np.bincount(truth[here]).argmax()
+    return out
+
+
 def state_examples(marginals, num: int = 3, gap: int = 10) -> list:
     """Fig. 7: for each state k, up to ``num`` (sequence, frame) pairs where q(z_t = k) is
     largest, at least ``gap`` frames apart within a sequence. marginals: (S, T, K)."""

@@ -20,6 +20,7 @@ from scipy.cluster.vq import kmeans2
 from svae_core.datasets import flatten_frames, make_mouse_dataset
 from svae_core.evaluation import adjusted_rand_index, boundary_f1, normalized_mutual_information
 from svae_core.experiments.runs import conjugate_svae_task, slds_svae_task
+from svae_core.expfam import mniw
 from svae_core.models import ModelConfig
 from svae_core.models.conjugate_svae import ConjugateSVAE
 from svae_core.models.slds_svae import SLDSSVAE, globals_from_segmentation, prior_globals
@@ -88,7 +89,12 @@ assign = lambda x: np.argmin(((x[..., None, :] - centroids) ** 2).sum(-1), -1)
 print("k-means on LDS-SVAE latents:", scores(assign(x_te), bench.test.labels))
 
 scale = float(np.std(x_tr))  # the prior's noise scale follows the pretrained latents
-print(f"pretrained latents' sd {scale:.3g}")
+pots = jax.vmap(lambda s: ConjugateSVAE(mc).apply(lds, s, full, method="potentials"))(y)
+noise = mniw.to_standard(lds["params"]["globals"].dynamics)
+precision = np.diag(np.asarray(noise.nu * np.linalg.inv(noise.S)))  # E[Q⁻¹] = ν S⁻¹
+print(f"pretrained latents' sd {scale:.3g}; recognition precisions J, median "
+      f"{np.median(pots[0]):.3g}; LDS noise precisions (diagonal of E[Q⁻¹]), median "
+      f"{np.median(precision):.3g}")
 start = None
 if args.init_weight > 0:  # each state's dynamics fitted to its k-means segments
     start = globals_from_segmentation(prior_globals(args.states, args.latent_dim, 5.0,

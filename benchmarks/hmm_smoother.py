@@ -6,6 +6,8 @@ Times, for a batch of sequences (vmap) after a warm-up call:
         so ours writes T·K² more numbers;
   marg  the smoother's marginals and log-normalizer only (the same quantities on every
         path; jit drops everything else);
+  stats marginals, log-normalizer and the pair marginals summed over t (K, K): the expected
+        statistics an EM or SVI step needs, and the same quantities on every path;
   v+g   (with --vg) value_and_grad of Σ_batch [log-normalizer + Σ_t Σ_k marginals[t, k]·k/K]
         in the initial, transition and potential log-parameters. Off by default: dynamax's
         parallel smoother differentiates through a gradient, and at K = 30, T = 10 000 one
@@ -63,8 +65,9 @@ def hmm_problem(num_states: int, num_timesteps: int, batch: int, seed: int = 0):
 
 
 def hmm_functions(path: str):
-    """(forward, marginals, loss) of one path on one sequence; forward returns the path's full
-    posterior, marginals (marginals, log-normalizer), loss is what value_and_grad times."""
+    """(forward, marginals, stats, loss) of one path on one sequence; forward returns the
+    path's full posterior, marginals (marginals, log-normalizer), stats those and the pair
+    marginals summed over t, loss is what value_and_grad times."""
     kind, method = path.split()
     if kind == "ours":
         def forward(log_initial, log_transitions, log_potentials):
@@ -86,12 +89,18 @@ def hmm_functions(path: str):
             return post.marginals, post.log_normalizer
         return post.smoothed_probs, post.marginal_loglik
 
+    def stats(*args):
+        post = forward(*args)
+        if kind == "ours":
+            return post.marginals, post.log_normalizer, post.pair_marginals.sum(0)
+        return post.smoothed_probs, post.marginal_loglik, post.trans_probs
+
     def loss(*args):
         probs, log_z = marginals(*args)
         K = probs.shape[-1]
         return log_z + jnp.sum(probs * (jnp.arange(K) / K))
 
-    return forward, marginals, loss
+    return forward, marginals, stats, loss
 
 
 def time_hmm(path: str, num_states: int, num_timesteps: int, *, batch: int = 10,
@@ -101,7 +110,7 @@ def time_hmm(path: str, num_states: int, num_timesteps: int, *, batch: int = 10,
     without ``vg``."""
     log_initial, log_transitions, log_potentials = hmm_problem(num_states, num_timesteps, batch)
     args = (log_initial, log_transitions, log_potentials)
-    forward, marginals, loss = hmm_functions(path)
+    forward, marginals, stats, loss = hmm_functions(path)
     batched = lambda f: jax.vmap(f, in_axes=(None, None, 0))
 
     def batch_loss(*args):
@@ -109,12 +118,13 @@ def time_hmm(path: str, num_states: int, num_timesteps: int, *, batch: int = 10,
 
     fwd_ms, fwd_c = time_compiled(batched(forward), args, repeats, compile_repeats, BUDGET_S)
     marg_ms, _ = time_compiled(batched(marginals), args, repeats, 1, BUDGET_S)
+    stats_ms, _ = time_compiled(batched(stats), args, repeats, 1, BUDGET_S)
     vg_ms = vg_c = None
     if vg:
         vg_ms, vg_c = time_compiled(jax.value_and_grad(batch_loss, argnums=(0, 1, 2)), args,
                                     repeats, compile_repeats, BUDGET_S)
     return dict(K=num_states, T=num_timesteps, path=path, fwd_ms=fwd_ms, fwd_compile_s=fwd_c,
-                marg_ms=marg_ms, vg_ms=vg_ms, vg_compile_s=vg_c, repeats=repeats)
+                marg_ms=marg_ms, stats_ms=stats_ms, vg_ms=vg_ms, vg_compile_s=vg_c, repeats=repeats)
 
 
 def main():
@@ -143,7 +153,8 @@ def main():
                 vg = (f"  value+grad {row['vg_ms']:9.2f} ms [{row['vg_compile_s']:5.1f} s]"
                       if args.vg else "")
                 print(f"K={K:>3} T={T:>6} {name:<20} fwd {row['fwd_ms']:9.2f} ms "
-                      f"[{row['fwd_compile_s']:5.1f} s]  marg {row['marg_ms']:9.2f} ms{vg}",
+                      f"[{row['fwd_compile_s']:5.1f} s]  marg {row['marg_ms']:9.2f} ms  "
+                      f"stats {row['stats_ms']:9.2f} ms{vg}",
                       flush=True)
 
     device_info = describe_device()
@@ -152,16 +163,18 @@ def main():
         f"Device: {device}; float32; batch {args.batch} (vmap). Median ms per call after "
         f"warm-up [median s to trace and compile, {args.compile_repeats} fresh compile(s)]; "
         "fwd = all outputs (ours: pair marginals per step, (T−1, K, K); dynamax: summed, "
-        "(K, K)), marg = marginals + log-normalizer only"
+        "(K, K)), marg = marginals + log-normalizer only, stats = those + pair marginals "
+        "summed over t"
         + (", v+g = value_and_grad" if args.vg else "") + "; speed-up = dynamax / ours on "
         "the same path (> 1: ours faster).",
         "",
-        "| K | T | path | fwd ms [compile s] | marg ms |" + (" v+g ms [compile s] |" if args.vg
-                                                           else "")
-        + " fwd speed-up | marg speed-up |" + (" v+g speed-up |" if args.vg else ""),
-        "|---|---|---|---|---|---|---|" + ("---|---|" if args.vg else ""),
+        "| K | T | path | fwd ms [compile s] | marg ms | stats ms |"
+        + (" v+g ms [compile s] |" if args.vg else "")
+        + " fwd speed-up | marg speed-up | stats speed-up |"
+        + (" v+g speed-up |" if args.vg else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if args.vg else ""),
     ]
-    metrics = ("fwd", "marg", "vg") if args.vg else ("fwd", "marg")
+    metrics = ("fwd", "marg", "stats", "vg") if args.vg else ("fwd", "marg", "stats")
     by = {(r["K"], r["T"], r["path"]): r for r in rows}
     ratios = []
     for K in args.K:
@@ -174,7 +187,8 @@ def main():
                 ratios.append(dict(K=K, T=T, method=kind, **{f"{m}_speedup": v
                                                              for m, v in ratio.items()}))
                 for r in (o, d):
-                    cells = [f"{r['fwd_ms']:.2f} [{r['fwd_compile_s']:.1f}]", f"{r['marg_ms']:.2f}"]
+                    cells = [f"{r['fwd_ms']:.2f} [{r['fwd_compile_s']:.1f}]", f"{r['marg_ms']:.2f}",
+                             f"{r['stats_ms']:.2f}"]
                     if args.vg:
                         cells.append(f"{r['vg_ms']:.2f} [{r['vg_compile_s']:.1f}]")
                     cells += [f"{ratio[m]:.2f}×" if r is o else "" for m in metrics]

@@ -6,8 +6,9 @@ Times, for a batch of sequences (vmap) after a warm-up call:
         so ours writes T·K² more numbers;
   marg  the smoother's marginals and log-normalizer only (the same quantities on every
         path; jit drops everything else);
-  stats marginals, log-normalizer and the pair marginals summed over t (K, K): the expected
-        statistics an EM or SVI step needs, and the same quantities on every path;
+  stats marginals, log-normalizer and the pair marginals summed over t (K, K; ours: the
+        posterior's transition_counts): the expected statistics an EM or SVI step needs,
+        and the same quantities on every path;
   v+g   (with --vg) value_and_grad of Σ_batch [log-normalizer + Σ_t Σ_k marginals[t, k]·k/K]
         in the initial, transition and potential log-parameters. Off by default: dynamax's
         parallel smoother differentiates through a gradient, and at K = 30, T = 10 000 one
@@ -92,7 +93,7 @@ def hmm_functions(path: str):
     def stats(*args):
         post = forward(*args)
         if kind == "ours":
-            return post.marginals, post.log_normalizer, post.pair_marginals.sum(0)
+            return post.marginals, post.log_normalizer, post.transition_counts
         return post.smoothed_probs, post.marginal_loglik, post.trans_probs
 
     def loss(*args):

@@ -89,9 +89,11 @@ def test_smoother_matches_brute_force(method, K, T, time_varying):
     assert post.marginals.shape == (T, K) and post.pair_marginals.shape == (T - 1, K, K)
     np.testing.assert_allclose(post.marginals, marginals, rtol=0, atol=1e-10)
     np.testing.assert_allclose(post.pair_marginals, pairs, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(post.transition_counts, pairs.sum(0), rtol=0, atol=1e-10 * T)
     np.testing.assert_allclose(post.log_normalizer, log_z, rtol=1e-12, atol=1e-10)
     # Forbidden transitions and impossible states get exactly zero probability.
     assert np.all(np.asarray(post.pair_marginals)[pairs == 0] == 0)
+    assert np.all(np.asarray(post.transition_counts)[pairs.sum(0) == 0] == 0)
     assert np.all(np.asarray(post.marginals)[marginals == 0] == 0)
 
 
@@ -164,6 +166,8 @@ def test_matches_dynamax_float32(method, time_varying):
     pairs = post.pair_marginals if time_varying else post.pair_marginals.sum(0)
     scale = 1.0 if time_varying else T
     np.testing.assert_allclose(pairs, ref.trans_probs, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(post.transition_counts, np.asarray(ref.trans_probs).reshape(
+        -1, K, K).sum(0), rtol=0, atol=1e-5 * T)
 
 
 # ---------------------------------------------------------------- missing steps
@@ -294,6 +298,8 @@ def test_float32_long_sequence_large_potentials():
         np.testing.assert_allclose(post.marginals, reference.marginals, rtol=0, atol=1e-4)
         np.testing.assert_allclose(post.pair_marginals, reference.pair_marginals, rtol=0,
                                    atol=1e-4)
+        np.testing.assert_allclose(post.transition_counts, reference.transition_counts,
+                                   rtol=1e-3, atol=1e-2)
         np.testing.assert_allclose(post.log_normalizer, reference.log_normalizer, rtol=1e-6)
     seq, par = posts["sequential"], posts["parallel"]
     np.testing.assert_allclose(par.marginals, seq.marginals, rtol=0, atol=1e-4)

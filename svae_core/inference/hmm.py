@@ -106,12 +106,25 @@ class HMMPosterior(NamedTuple):
     """Posterior marginals of q(z) ∝ p(z) ∏_t φ_t(z_t).
 
     marginals: (T, K), q(z_t = k).  pair_marginals: (T−1, K, K), q(z_t = i, z_{t+1} = j).
-    log_normalizer: scalar, as in the module docstring.
+    log_normalizer: scalar, as in the module docstring.  transition_counts: (K, K), the
+    expected transition counts Σ_t q(z_t = i, z_{t+1} = j) that EM and SVI steps need, formed
+    without the per-step array (one K × T by T × K product for time-invariant transitions), so
+    a caller that reads only these, the marginals and the log-normalizer never pays T·K² memory
+    (jit drops pair_marginals when unused).
     """
 
     marginals: jax.Array
     pair_marginals: jax.Array
     log_normalizer: jax.Array
+    transition_counts: jax.Array
+
+
+def _transition_counts(weights, M, right):
+    """Σ_t weights_t(i) M_t(i, j) right_t(j): (K, K). weights, right (T−1, K); M (K, K) or
+    (T−1, K, K)."""
+    if M.ndim == 2:
+        return M * (weights.T @ right)
+    return jnp.einsum("ti,tij,tj->ij", weights, M, right)
 
 
 class _Chain(NamedTuple):
@@ -359,7 +372,9 @@ def _smooth_sequential(log_initial, log_transitions, log_potentials):
     conditional = jnp.where(row > 0, terms / jnp.where(row > 0, row, 1.0), 0.0)
     pairs = marginals[:-1, :, None] * conditional
     log_normalizer = jnp.sum(_safe_log(totals[:, 0]) + shift)
-    return HMMPosterior(marginals, pairs, log_normalizer)
+    weights = jnp.where(row[..., 0] > 0, marginals[:-1] / jnp.where(row[..., 0] > 0,
+                                                                   row[..., 0], 1.0), 0.0)
+    return HMMPosterior(marginals, pairs, log_normalizer, _transition_counts(weights, M, w))
 
 
 def _block_filters(u, M):
@@ -448,7 +463,8 @@ def _smooth_parallel(log_initial, log_transitions, log_potentials):
     positive = beta[:-1] > 0
     weights = jnp.where(positive, marginals[:-1] / jnp.where(positive, beta[:-1], 1.0), 0.0)
     pairs = weights[:, :, None] * P * gamma[1:, None, :]
-    return HMMPosterior(marginals, pairs, jnp.sum(increments[0]))
+    return HMMPosterior(marginals, pairs, jnp.sum(increments[0]),
+                        _transition_counts(weights, P, gamma[1:]))
 
 
 def _smooth(log_initial, log_transitions, log_potentials, method):

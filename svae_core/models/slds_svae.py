@@ -306,7 +306,7 @@ def expected_stats(qz, qx: LDSPosterior, affine: bool = False) -> SLDSGlobals:
                       jnp.einsum("tk,tij->kij", w, pair),
                       jnp.einsum("tk,tij->kij", w, second), jnp.sum(w, 0))
     return SLDSGlobals(DirichletNatural(qz.marginals[0]),
-                       DirichletNatural(jnp.sum(qz.pair_marginals, 0)), one.init, dyn)
+                       DirichletNatural(qz.transition_counts), one.init, dyn)
 
 
 class SLDSTerms(NamedTuple):

@@ -41,7 +41,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -53,14 +52,10 @@ from svae_core.inference import GaussianPotentials, LDSPrior, lds_smoother, lds_
 from svae_core.inference.expected_prior import ExpectedLDSPrior, add_potentials
 from svae_core.inference.lds import LDSPosterior
 from svae_core.models.base import (
-    ModelConfig,
     check_sequence,
-    encoder_features,
-    make_decoder,
-    make_frame_encoder,
     reconstruction,
 )
-from svae_core.models.svae import PotentialEncoder, expected_log_potentials, masked_potentials
+from svae_core.models.svae import PotentialNetworks, expected_log_potentials
 
 
 class LDSGlobals(NamedTuple):
@@ -187,7 +182,7 @@ class ConjugateTerms(NamedTuple):
     stats: LDSGlobals
 
 
-class ConjugateSVAE(nn.Module):
+class ConjugateSVAE(PotentialNetworks):
     """Parameters: 'globals' (:class:`LDSGlobals`, natural parameters of q(θ), initialised at
     the prior), 'encoder', 'decoder' and, with config.frame_shape, 'frame_encoder'.
 
@@ -196,26 +191,15 @@ class ConjugateSVAE(nn.Module):
     (T, obs_dim) with a (T,) bool mask, as for the other sequence models; vmap over a batch.
     """
 
-    config: ModelConfig
     num_sequences: int | None = None
 
     def setup(self):
         D = self.config.latent_dim
         self.globals = self.param("globals", lambda key: prior_globals(D))
-        self.encoder = PotentialEncoder(self.config)
-        self.decoder = make_decoder(self.config)
-        self.frame_encoder = make_frame_encoder(self.config)
+        self.setup_networks()
 
     def prior_globals(self) -> LDSGlobals:
         return prior_globals(self.config.latent_dim, self.globals.init.Phi.dtype)
-
-    def potentials(self, y, mask):
-        """(J, h) per step, exactly zero where mask is False (as the SVAE's)."""
-        features = lambda y_masked: encoder_features(self.config, self.frame_encoder, y_masked)
-        return masked_potentials(self.encoder, features, y, mask)
-
-    def decode(self, x):
-        return self.decoder(x)
 
     def global_kl(self):
         return global_kl(self.globals, self.prior_globals())

@@ -53,7 +53,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -72,15 +71,11 @@ from svae_core.inference import (
 from svae_core.inference.expected_prior import ExpectedLDSPrior, add_potentials
 from svae_core.inference.lds import LDSPosterior
 from svae_core.models.base import (
-    ModelConfig,
     check_sequence,
-    encoder_features,
-    make_decoder,
-    make_frame_encoder,
     reconstruction,
 )
 from svae_core.models.conjugate_svae import expected_local_stats
-from svae_core.models.svae import PotentialEncoder, expected_log_potentials, masked_potentials
+from svae_core.models.svae import PotentialNetworks, expected_log_potentials
 
 
 class SLDSGlobals(NamedTuple):
@@ -320,7 +315,7 @@ class SLDSTerms(NamedTuple):
     marginals: jax.Array
 
 
-class SLDSSVAE(nn.Module):
+class SLDSSVAE(PotentialNetworks):
     """Parameters: 'globals' (:class:`SLDSGlobals`, initialised at the prior with the state
     dynamics' means M_k spread as in :func:`init_globals`), 'encoder', 'decoder' and, with
     config.frame_shape, 'frame_encoder' (the submodules of the SVAE, so their parameters are
@@ -328,7 +323,6 @@ class SLDSSVAE(nn.Module):
     num_sweeps: mean-field sweeps per sequence. concentration, sticky, prior_scale, affine: the
     prior (:func:`prior_globals`; ``affine`` gives every state an offset b_k)."""
 
-    config: ModelConfig
     num_states: int
     num_sequences: int | None = None
     num_sweeps: int = 10
@@ -341,21 +335,12 @@ class SLDSSVAE(nn.Module):
         self.globals = self.param("globals", lambda key: init_globals(
             key, self.num_states, self.config.latent_dim, self.concentration, self.sticky,
             scale=self.prior_scale, affine=self.affine))
-        self.encoder = PotentialEncoder(self.config)
-        self.decoder = make_decoder(self.config)
-        self.frame_encoder = make_frame_encoder(self.config)
+        self.setup_networks()
 
     def prior_globals(self) -> SLDSGlobals:
         return prior_globals(self.num_states, self.config.latent_dim, self.concentration,
                              self.sticky, self.globals.init.Phi.dtype, self.prior_scale,
                              self.affine)
-
-    def potentials(self, y, mask):
-        features = lambda y_masked: encoder_features(self.config, self.frame_encoder, y_masked)
-        return masked_potentials(self.encoder, features, y, mask)
-
-    def decode(self, x):
-        return self.decoder(x)
 
     def global_kl(self):
         return global_kl(self.globals, self.prior_globals())

@@ -24,6 +24,7 @@ from svae_core.models.base import (
     ModelConfig,
     SequenceModel,
     check_sequence,
+    encoder_features,
     make_decoder,
     make_frame_encoder,
     mlp,
@@ -70,6 +71,30 @@ def masked_potentials(encoder, features, y, mask) -> GaussianPotentials:
     J, h = encoder(features(jnp.where(mask[:, None], y, 0.0)))
     J = jnp.where(mask.reshape(-1, *([1] * (J.ndim - 1))), J, 0.0)
     return GaussianPotentials(J, jnp.where(mask[:, None], h, 0.0))
+
+
+class PotentialNetworks(nn.Module):
+    """Base of the SVAEs whose q(θ) is conjugate (:mod:`.conjugate_svae`, :mod:`.slds_svae`):
+    the networks, written once. Submodules 'encoder' (:class:`PotentialEncoder`), 'decoder'
+    (:func:`make_decoder`) and, with config.frame_shape, 'frame_encoder' (the CNN trunk), named
+    as the SVAE's so that parameters move between these models; subclasses call
+    :meth:`setup_networks` in their ``setup``."""
+
+    config: ModelConfig
+
+    def setup_networks(self):
+        self.encoder = PotentialEncoder(self.config)
+        self.decoder = make_decoder(self.config)
+        self.frame_encoder = make_frame_encoder(self.config)
+
+    def potentials(self, y, mask):
+        """(J, h) per step, exactly zero where mask is False (:func:`masked_potentials`)."""
+        features = lambda y_masked: encoder_features(self.config, self.frame_encoder, y_masked)
+        return masked_potentials(self.encoder, features, y, mask)
+
+    def decode(self, x):
+        """x (..., D) -> (means (..., N), log_var (N,)) of p(y_t | x_t)."""
+        return self.decoder(x)
 
 
 class SVAE(SequenceModel):

@@ -1,4 +1,5 @@
-"""Synthetic data sets for the book's chapters, the tests and the benchmarks.
+"""Data sets for the book's chapters, the tests and the benchmarks: synthetic ones, and real
+multivariate time series bundled in a PyPI package.
 
 :mod:`.bouncing_dot`: the 2016 bouncing-dot videos (Johnson et al. 2016, §6.1): a Gaussian
 bump on a 20-pixel 1-D image whose centre follows a triangle wave between walls at ±1 (speed
@@ -22,6 +23,11 @@ loader applying the 2016 preprocessing (per-recording percentile scaling, 1e-3 n
 RK4 simulation of θ'' = −(g/l) sin θ − γθ' (friction γ ≥ 0, default 0: frictionless), a
 Gaussian-blob renderer, and the seeded train/test data set with the true angles and angular
 velocities.
+
+:mod:`.real`: real multivariate time series read offline from files in the sktime wheel
+(BasicMotions: smart-watch accelerometer and gyroscope, 6 channels at 10 Hz; JapaneseVowels:
+12 LPC cepstrum coefficients of variable-length utterances, with masks), with the archives'
+train/test splits, standardised per channel by the training statistics.
 
 :mod:`.spiral`: the 2016 pinwheel data (5 arms, radial sd 0.3, tangential sd 0.05, rate 0.25,
 ×10), seeded train/test splits with arm labels (Johnson et al. 2016, Fig. 1).
@@ -72,6 +78,12 @@ from svae_core.datasets.pendulum import (
     render_frames,
     simulate_pendulum,
 )
+from svae_core.datasets.real import (
+    REAL_DATASETS,
+    RealDataSource,
+    RealSequences,
+    load_real_dataset,
+)
 from svae_core.datasets.spiral import (
     SpiralBenchmark,
     SpiralData,
@@ -92,11 +104,15 @@ __all__ = [
     "MouseData",
     "PendulumBenchmark",
     "PendulumData",
+    "REAL_DATASETS",
+    "RealDataSource",
+    "RealSequences",
     "SpiralBenchmark",
     "SpiralData",
     "flatten_frames",
     "lds_setting",
     "load_depth_video",
+    "load_real_dataset",
     "make_bouncing_dot_dataset",
     "make_lds_benchmark",
     "make_mouse_dataset",

@@ -156,6 +156,12 @@ def run_params(stage: Stage, index: int) -> dict:
     return jax.tree.map(lambda x: x[index], stage.params)
 
 
+def _with_globals(lds_params, globals_) -> dict:
+    """The LDS-SVAE's networks with the SLDS's q(θ) = ``globals_``: SLDS-SVAE variables."""
+    nets = {k: v for k, v in lds_params["params"].items() if k != "globals"}
+    return {"params": {**nets, "globals": globals_}}
+
+
 def pretrain(bench: MouseBenchmark, settings: MouseSettings, progress: bool = True) -> Stage:
     """The LDS-SVAE on the training video, every seed in one compiled program."""
     data = _data(bench.train.frames)
@@ -259,10 +265,7 @@ def train_slds(bench: MouseBenchmark, settings: MouseSettings, pretrained: Stage
     task = slds_svae_task(model_config(settings, N), tc, settings.num_states, S, T,
                           num_sweeps=settings.num_sweeps, sticky=settings.sticky,
                           prior_scale=scale, affine=settings.affine)
-    params = []
-    for i, start in enumerate(starts):
-        nets = {k: v for k, v in run_params(pretrained, i)["params"].items() if k != "globals"}
-        params.append({"params": {**nets, "globals": start}})
+    params = [_with_globals(run_params(pretrained, i), start) for i, start in enumerate(starts)]
     return _fit(task, data, tc, settings,
                 {"networks": settings.network_rate, "globals": settings.natgrad_step}, params,
                 "SLDS-SVAE", progress)
@@ -345,8 +348,7 @@ def run(bench: MouseBenchmark, settings: MouseSettings, progress: bool = True) -
     out = {"lds": lds, "slds": slds, "scale": scale, "latents": lat, "labels": [],
            "marginals": [], "scores": []}
     for i, seed in enumerate(settings.seeds):
-        nets = {k: v for k, v in run_params(lds, i)["params"].items() if k != "globals"}
-        start = slds_marginals({"params": {**nets, "globals": starts[i]}}, bench.test.frames,
+        start = slds_marginals(_with_globals(run_params(lds, i), starts[i]), bench.test.frames,
                                settings, scale)
         marg = slds_marginals(run_params(slds, i), bench.test.frames, settings, scale)
         arhmm = pca_arhmm_segment(train_flat, test_flat, K,

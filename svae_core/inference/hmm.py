@@ -372,8 +372,7 @@ def _smooth_sequential(log_initial, log_transitions, log_potentials):
     conditional = jnp.where(row > 0, terms / jnp.where(row > 0, row, 1.0), 0.0)
     pairs = marginals[:-1, :, None] * conditional
     log_normalizer = jnp.sum(_safe_log(totals[:, 0]) + shift)
-    weights = jnp.where(row[..., 0] > 0, marginals[:-1] / jnp.where(row[..., 0] > 0,
-                                                                   row[..., 0], 1.0), 0.0)
+    weights = _divide(marginals[:-1], b[:-1])  # q(z_t) is 0 wherever b_t is
     return HMMPosterior(marginals, pairs, log_normalizer, _transition_counts(weights, M, w))
 
 
@@ -460,8 +459,7 @@ def _smooth_parallel(log_initial, log_transitions, log_potentials):
     marginals, _ = _exp_normalize(log_alpha + _safe_log(beta) + r)
     # q(z_t = i, z_{t+1} = j) = q(z_t = i) P_t(i, j) γ_{t+1}(j) / β_t(i): two products per
     # entry, no exp over K × K.
-    positive = beta[:-1] > 0
-    weights = jnp.where(positive, marginals[:-1] / jnp.where(positive, beta[:-1], 1.0), 0.0)
+    weights = _divide(marginals[:-1], beta[:-1])  # q(z_t) is 0 wherever β_t is
     pairs = weights[:, :, None] * P * gamma[1:, None, :]
     return HMMPosterior(marginals, pairs, jnp.sum(increments[0]),
                         _transition_counts(weights, P, gamma[1:]))

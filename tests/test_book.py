@@ -303,6 +303,20 @@ def test_mouse_slds_results(built_book):
     assert all(isinstance(c["reproduced"], bool) for c in results["claims"])
 
 
+def test_real_data_results(built_book):
+    results = json.loads((EXECUTED / "real_data.json").read_text())
+    assert results["profile"] == "smoke" and results["device"]["summary"]
+    for r in results["rows"]:
+        assert np.isfinite(r["test"]) and np.isfinite(r["predictive_ll"]), r
+        assert r["vs_linear"] == pytest.approx(
+            r["test"] - results["results"][r["data"]][str(r["D"])]["linear_ssm"]["test"])
+    for name, data in results["data"].items():
+        # the forecast window: held-out sequences observed for num_observed + horizon steps
+        assert len(data["forecast_index"]) >= 1, name
+    assert all(isinstance(c["reproduced"], bool)
+               for c in results["claims"] + results["report_claims"])
+
+
 def test_html_pages_exist(built_book):
     assert (HTML / "index.html").exists()
     assert (HTML / "intro.html").exists()

@@ -85,6 +85,41 @@ def test_train_on_user_npz_with_mask(tmp_path):
     assert res["true_mll"] is None and res["null_ll"] is None and res["gap_fraction"] is None
     assert (res["config"]["num_train"], res["config"]["num_test"]) == (8, 3)
     assert res["train_elbo"] > -100, "unobserved steps leaked into the training ELBO"
+    # the defaults for a user's data: one hidden layer of 64 in the encoder and decoder
+    mc = res["config"]["model_config"]
+    assert mc["encoder_hidden"] == [64] and mc["decoder_hidden"] == [64]
+
+
+def test_test_mask_leaves_unobserved_held_out_steps_unscored(tmp_path):
+    """With mask_test, held-out steps marked False are neither seen nor scored: NaN or huge
+    values there give the same held-out ELBO as zeros, and `none` widths give linear nets."""
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=(6, 12, 2)).astype(np.float32)
+    y_test = rng.normal(size=(3, 12, 2)).astype(np.float32)
+    mask_test = np.ones((3, 12), bool)
+    mask_test[0, 7:] = mask_test[2, 3:] = False  # shorter held-out sequences, padded
+    results = []
+    for fill in (0.0, np.nan, 1e6):
+        data = tmp_path / f"d{fill}.npz"
+        np.savez(data, y=y, y_test=np.where(mask_test[..., None], y_test, fill),
+                 mask_test=mask_test)
+        out = tmp_path / f"r{fill}.json"
+        argv = ["train", "--model", "svae", "--data", str(data), "--latent-dim", "2",
+                "--batch-size", "3", "--encoder-hidden", "none", "--decoder-hidden", "",
+                "--out", str(out)]
+        assert main(argv + TINY) == 0
+        results.append(json.loads(out.read_text()))
+    # the same zero-padded file without mask_test scores the padding as observed zeros
+    data = tmp_path / "unmasked.npz"
+    np.savez(data, y=y, y_test=np.where(mask_test[..., None], y_test, 0.0))
+    assert main(argv[:4] + [str(data)] + argv[5:-1] + [str(tmp_path / "u.json")] + TINY) == 0
+    unmasked = json.loads((tmp_path / "u.json").read_text())["test_elbo"]
+    elbos = [r["test_elbo"] for r in results]
+    assert np.isfinite(elbos[0]) and elbos[0] > -20, elbos
+    np.testing.assert_allclose(elbos, elbos[0], rtol=1e-6)
+    assert abs(unmasked - elbos[0]) > 0.05, (unmasked, elbos[0])
+    mc = results[0]["config"]["model_config"]
+    assert mc["encoder_hidden"] == [] and mc["decoder_hidden"] == []
 
 
 def _bad_npz(tmp_path, **arrays):
@@ -130,6 +165,23 @@ def _bad_npz(tmp_path, **arrays):
         (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((2, 5, 3)),
                                                           y_test=np.full((1, 5, 3), np.nan))],
          "y_test' contains NaN"),
+        (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((2, 5, 3)),
+                                                          mask_test=np.ones((2, 5), bool))],
+         "'mask_test' needs 'y_test'"),
+        (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((2, 5, 3)),
+                                                          y_test=np.zeros((3, 5, 3)),
+                                                          mask_test=np.ones((2, 5), bool))],
+         "'mask_test' must have shape"),
+        (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((2, 5, 3)),
+                                                          y_test=np.zeros((2, 5, 3)),
+                                                          mask_test=np.arange(10).reshape(2, 5)
+                                                          > 4)],
+         r"sequences \[0\] .*'mask_test' all False"),
+        (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((2, 5, 3)),
+                                                          y_test=np.full((2, 5, 3), np.nan),
+                                                          mask_test=np.arange(10).reshape(2, 5)
+                                                          > 0)],
+         "'y_test' contains NaN or Inf at observed steps"),
         (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((0, 5, 3)))], "empty"),
         (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((2, 0, 3)))], "empty"),
         (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((2, 5, 3), complex))],
@@ -206,7 +258,22 @@ def test_cli_defaults_are_the_trainers():
     """The CLI keeps its defaults as constants (its --help imports no JAX); they must be the
     library's own."""
     from svae_core import cli
+    from svae_core.models import RECOMMENDED_HIDDEN
     from svae_core.training import TrainConfig
 
     assert (cli.DEFAULT_LR, cli.DEFAULT_MASK_FRACTION) == (TrainConfig.learning_rate,
                                                           TrainConfig.mask_fraction)
+    assert cli.DEFAULT_HIDDEN == RECOMMENDED_HIDDEN
+
+
+@pytest.mark.parametrize("model", ["svae", "rnn_ar_nl"])
+def test_real_data_chapter_trains_what_the_bare_cli_command_trains(model):
+    """The chapter's configurations are those of `train --model M --data F --latent-dim D`
+    with no other flag (and --steps where a profile shortens the run)."""
+    from svae_core import cli
+    from svae_core.experiments.real_data import cli_default_configs
+
+    for extra, steps in (([], 3000), (["--steps", "40"], 40)):
+        args = build_parser().parse_args(["train", "--model", model, "--data", "mine.npz",
+                                          "--latent-dim", "4", "--out", "r.json", *extra])
+        assert cli.configs_from_args(args, 7, 6) == cli_default_configs(model, 4, 6, 7, steps)

@@ -60,3 +60,47 @@ def test_bad_inputs_raise(data):
         ls.fit_linear_ssm(y_train, D, np.ones(y_train.shape[:2], int), steps=1)
     with pytest.raises(ValueError, match="finite"):
         ls.fit_linear_ssm(np.full((2, 3, N), np.nan), D, steps=1)
+
+
+def _dense_joint(ssm, T):
+    """Mean (T·N,) and covariance (T·N, T·N) of y_{1:T} under ssm, by dense algebra in
+    float64: x = M ε + mean stacked over time, y = (I ⊗ C) x + d + noise."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), ssm.prior)
+    C, d, R = (np.asarray(a, np.float64) for a in (ssm.C, ssm.d, ssm.R))
+    means, covs = [p.m1], {(0, 0): p.Q1}
+    for t in range(1, T):
+        means.append(p.A @ means[-1] + p.b)
+        covs[(t, t)] = p.A @ covs[(t - 1, t - 1)] @ p.A.T + p.Q
+    Sx = np.zeros((T * D, T * D))
+    for s in range(T):
+        for t in range(s, T):  # Cov(x_t, x_s) = A^{t-s} Cov(x_s)
+            block = np.linalg.matrix_power(p.A, t - s) @ covs[(s, s)]
+            Sx[t * D:(t + 1) * D, s * D:(s + 1) * D] = block
+            Sx[s * D:(s + 1) * D, t * D:(t + 1) * D] = block.T
+    big_C = np.kron(np.eye(T), C)
+    mean = big_C @ np.concatenate(means) + np.tile(d, T)
+    return mean, big_C @ Sx @ big_C.T + np.kron(np.eye(T), R)
+
+
+def test_forecast_is_the_dense_gaussian_conditional(data):
+    """Means, sds and the predictive log-likelihood of linear_ssm_forecast against
+    conditioning the joint Gaussian of y_{1:T} on its first t0 steps (float64 reference)."""
+    from scipy.stats import multivariate_normal
+
+    ssm, _, y_test = data
+    t0, T = 4, 7
+    y = y_test[:3, :T]
+    fc = ls.linear_ssm_forecast(ssm, y, t0)
+    mu, cov = _dense_joint(ssm, T)
+    p, f = slice(0, t0 * N), slice(t0 * N, T * N)
+    gain = cov[f, p] @ np.linalg.inv(cov[p, p])
+    cond_cov = cov[f, f] - gain @ cov[p, f]
+    for s in range(3):
+        flat = y[s].astype(np.float64).reshape(-1)
+        cond_mean = mu[f] + gain @ (flat[p] - mu[p])
+        np.testing.assert_allclose(fc.mean[s].reshape(-1), cond_mean, atol=2e-4)
+        np.testing.assert_allclose(fc.sd[s].reshape(-1), np.sqrt(np.diag(cond_cov)), rtol=1e-4)
+        ref = multivariate_normal(cond_mean, cond_cov).logpdf(flat[f])
+        np.testing.assert_allclose(fc.log_likelihood[s], ref, atol=2e-3 * abs(ref) + 1e-3)
+    with pytest.raises(ValueError, match="num_observed"):
+        ls.linear_ssm_forecast(ssm, y, T)

@@ -14,6 +14,8 @@ time it works), an instability its tracker reports too (probml/dynamax #316, #35
 
 Held-out sequences are scored by :func:`heldout_nats`: exact log p(y) of the observed steps,
 in nats per observed step per channel, the unit the SVAE's held-out ELBO is quoted in.
+:func:`linear_ssm_forecast` gives exact Gaussian forecasts after a conditioning window and
+the exact predictive log-likelihood of the future.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 import optax
 
 from svae_core.datasets.lds import LinearGaussianSSM, ssm_log_likelihood
-from svae_core.inference import LDSPrior
+from svae_core.inference import GaussianPotentials, LDSPrior, lds_smoother
 
 
 class LinearSSMFit(NamedTuple):
@@ -109,3 +111,42 @@ def heldout_nats(ssm: LinearGaussianSSM, y, mask=None) -> float:
     y, mask = _check(y, mask)
     ll = ssm_log_likelihood(ssm, jnp.asarray(y, jnp.float32), jnp.asarray(mask))
     return float(jnp.sum(ll)) / float(mask.sum() * y.shape[-1])
+
+
+class LinearSSMForecast(NamedTuple):
+    """Exact forecasts of a linear SSM for steps t0+1..t0+H given y_{1:t0}.
+
+    mean, sd: (S, H, N), the Gaussian predictive p(y_t | y_{1:t0}) per step and channel (sd
+    includes the observation noise). log_likelihood: (S,) nats, log p(y_{t0+1:t0+H} |
+    y_{1:t0}) = log p(y_{1:t0+H}) − log p(y_{1:t0}), the joint over the H future steps."""
+
+    mean: np.ndarray
+    sd: np.ndarray
+    log_likelihood: np.ndarray
+
+
+def linear_ssm_forecast(ssm: LinearGaussianSSM, y, num_observed: int) -> LinearSSMForecast:
+    """Forecast y (S, t0 + H, N), every step observed, from its first t0 = ``num_observed``
+    steps: the state's filter at t0 rolled forward by the dynamics (the smoother with the
+    future's potentials zero), read out through C, d and R; and the exact predictive
+    log-likelihood of the H future steps."""
+    y = np.asarray(y, np.float32)
+    S, T, N = y.shape
+    if not 1 <= num_observed < T:
+        raise ValueError(f"num_observed must be in [1, {T - 1}], got {num_observed}")
+    past = np.arange(T) < num_observed
+    R_inv = jnp.linalg.inv(ssm.R)
+    J = jnp.where(past[:, None, None], ssm.C.T @ R_inv @ ssm.C, 0.0)
+
+    def one(y_s):
+        h = jnp.where(past[:, None], (y_s - ssm.d) @ R_inv @ ssm.C, 0.0)
+        post = lds_smoother(ssm.prior, GaussianPotentials(J, h), method="sequential")
+        mean = post.mean[num_observed:] @ ssm.C.T + ssm.d
+        var = jnp.einsum("nd,tde,ne->tn", ssm.C, post.cov[num_observed:], ssm.C)
+        return mean, jnp.sqrt(var + jnp.diag(ssm.R))
+
+    mean, sd = jax.jit(jax.vmap(one))(jnp.asarray(y))
+    yj = jnp.asarray(y)
+    joint = ssm_log_likelihood(ssm, yj)
+    given = ssm_log_likelihood(ssm, yj, jnp.broadcast_to(jnp.asarray(past), (S, T)))
+    return LinearSSMForecast(np.asarray(mean), np.asarray(sd), np.asarray(joint - given))

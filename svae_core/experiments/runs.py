@@ -44,14 +44,16 @@ class TrainedRuns(NamedTuple):
     records: list  # one JSON-ready dict per run, see :func:`train_and_evaluate`
 
 
-def reference_log_likelihoods(ssm, y) -> tuple[float, float]:
-    """(true model, static null model) mean log-likelihood of y (S, T, N) under the
-    generating LDS, in nats per time step per observation dimension."""
+def reference_log_likelihoods(ssm, y, observed=None) -> tuple[float, float]:
+    """(true model, static null model) log-likelihood of the observed steps of y (S, T, N)
+    (observed (S, T) bool; None: all) under the generating LDS, in nats per observed time step
+    per observation dimension, the unit of :class:`~svae_core.evaluation.ELBOEstimate`."""
     from svae_core.datasets import ssm_log_likelihood, static_null_log_likelihood
 
-    _, T, N = y.shape
-    true_ll = float(np.mean(ssm_log_likelihood(ssm, y))) / (T * N)
-    null_ll = float(np.mean(static_null_log_likelihood(ssm, y))) / (T * N)
+    S, T, N = y.shape
+    count = S * T * N if observed is None else int(np.sum(observed)) * N
+    true_ll = float(np.sum(ssm_log_likelihood(ssm, y, observed))) / count
+    null_ll = float(np.sum(static_null_log_likelihood(ssm, y, observed))) / count
     return true_ll, null_ll
 
 
@@ -150,6 +152,7 @@ def train_and_evaluate(
     *,
     y_test=None,
     observed=None,
+    observed_test=None,
     ssm=None,
     seeds=(0,),
     learning_rates=None,
@@ -168,7 +171,8 @@ def train_and_evaluate(
     Args:
         model_name: a key of :data:`svae_core.models.MODELS`.
         y_train: (S, T, N) training sequences.  y_test: optional (S', T', N) held-out ones.
-        observed: optional (S, T) bool, False at training steps never observed.
+        observed: optional (S, T) bool, False at training steps never observed (neither
+            seen nor scored); observed_test: the same for y_test (S', T').
         ssm: the generating LDS when known; then ``true_mll``, ``null_ll`` and
             ``gap_fraction`` are filled in and each test ELBO is audited against the true
             log-likelihood (:func:`svae_core.evaluation.audit_elbo_bound` raises on a bug).
@@ -218,7 +222,8 @@ def train_and_evaluate(
                                                                            strict=True)])
     true_ll = null_ll = None
     if ssm is not None and y_test is not None:
-        true_ll, null_ll = reference_log_likelihoods(ssm, np.asarray(y_test))
+        true_ll, null_ll = reference_log_likelihoods(ssm, np.asarray(y_test),
+                                                     observed_test)
     device = describe_device()["summary"]
     # One chunk size for both splits, so their evaluations share one compiled program (the
     # estimates do not depend on it).
@@ -249,7 +254,7 @@ def train_and_evaluate(
             "version": svae_core.__version__, "device": device,
         }
         if y_test is not None:
-            test_eval = evaluate(np.asarray(y_test, np.float32), k_test)
+            test_eval = evaluate(np.asarray(y_test, np.float32), k_test, observed_test)
             rec["test_elbo"], rec["test_elbo_se"] = test_eval.mean, test_eval.se
             if true_ll is not None:
                 evaluation.audit_elbo_bound(test_eval.mean, test_eval.se, true_ll)

@@ -6,11 +6,13 @@ image observations (``ModelConfig.frame_shape``) and forecasting (:class:`Sequen
 
 from svae_core.models.base import (
     DYNAMICS_INITS,
+    RECOMMENDED_HIDDEN,
     ELBOTerms,
     ModelConfig,
     SequenceModel,
     effective_sample_size,
     log_mean_exp,
+    resolve_smoother,
     rollout_prior,
 )
 from svae_core.models.cnn_ar_l import CNNARL
@@ -36,5 +38,7 @@ def build_model(name: str, config: ModelConfig):
 
 
 __all__ = ["CNNARL", "RNNARL", "RNNARNL", "RNNMF", "SVAE", "BaselinePosterior", "ELBOTerms",
-           "DYNAMICS_INITS", "MODELS", "MODEL_LABELS", "ModelConfig", "SequenceModel",
-           "build_model", "effective_sample_size", "log_mean_exp", "rollout_prior"]
+           "DYNAMICS_INITS", "MODELS", "RECOMMENDED_HIDDEN", "MODEL_LABELS", "ModelConfig",
+           "SequenceModel",
+           "build_model", "effective_sample_size", "log_mean_exp", "resolve_smoother",
+           "rollout_prior"]

@@ -46,6 +46,21 @@ from svae_core.inference import LDSPrior
 from svae_core.networks import FrameDecoder, FrameEncoder
 
 DYNAMICS_INITS = ("decay", "rotation")
+#: Encoder and decoder hidden widths for a user's own data (the CLI's defaults). Linear
+#: networks make the SVAE a linear-Gaussian SSM, no better on real sensor data than the
+#: linear model itself; one hidden layer of 64 units puts it well above (the real-data chapter,
+#: ``benchmarks/real_data_defaults.py``). ModelConfig's own defaults stay linear, the paper's
+#: LDS setting.
+RECOMMENDED_HIDDEN = (64,)
+
+
+def resolve_smoother(choice: str) -> str:
+    """The smoother to use: ``choice`` ("sequential" or "parallel"), or for "auto" the faster
+    one on JAX's default backend (sequential on CPU, where the parallel scan's extra work is
+    not spread over many cores; parallel on a GPU/TPU, where its O(sqrt T) depth wins)."""
+    if choice != "auto":
+        return choice
+    return "sequential" if jax.default_backend() == "cpu" else "parallel"
 
 
 @dataclasses.dataclass(frozen=True)

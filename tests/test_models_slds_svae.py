@@ -171,7 +171,7 @@ def test_task_takes_the_svi_step_on_every_global():
     grads = jax.jit(jax.grad(lambda p: task.loss(p, batch, key, 0)[0]))(params)
     _, k_elbo = jax.random.split(key)
     model = ss.SLDSSVAE(cfg, K, S, num_sweeps=3)
-    out = jax.vmap(lambda y, k: model.apply(params, y, jnp.ones(T, bool), k))(
+    out = jax.jit(jax.vmap(lambda y, k: model.apply(params, y, jnp.ones(T, bool), k)))(
         batch["y"], jax.random.split(k_elbo, B))
     target = jax.tree.map(lambda e0, t: e0 + S * jnp.mean(t, 0), ss.prior_globals(K, D),
                           out.stats)

@@ -125,7 +125,7 @@ def prepared_data(name: str, settings: RealDataSettings) -> dict:
             "observed_test": m_test, "forecast_y": y_test[chosen, : t0 + horizon],
             "forecast_index": chosen, "num_observed": t0, "horizon": horizon,
             "channels": list(data.channels), "sampling_rate_hz": data.sampling_rate_hz,
-            "source": data.source._asdict() if hasattr(data.source, "_asdict") else data.source,
+            "source": data.source._asdict(),
             "all_observed": bool(m_train.all() and m_test.all())}
 
 

@@ -156,6 +156,9 @@ def build_parser():
                    help="length of that decay, in steps (default 1000).")
     t.add_argument("--lr-final-fraction", type=float, default=0.03,
                    help="rate at the end of the decay, as a fraction of --lr (default 0.03).")
+    t.add_argument("--weight-decay", type=float, default=0.0,
+                   help="decoupled weight decay of every parameter per step, as a fraction of "
+                        "the rate (AdamW; default 0: plain Adam).")
     t.add_argument("--num-samples", type=int, default=1,
                    help="posterior samples per sequence in each training step's ELBO "
                         "(default 1).")
@@ -347,7 +350,7 @@ def configs_from_args(args, num_sequences: int, obs_dim: int):
             mask_fraction=args.mask_fraction, mask_after=args.mask_after,
             log_every=min(args.log_every, args.steps), checkpoint_every=args.checkpoint_every,
             lr_decay_start=args.lr_decay_start, lr_decay_steps=args.lr_decay_steps,
-            lr_final_fraction=args.lr_final_fraction,
+            lr_final_fraction=args.lr_final_fraction, weight_decay=args.weight_decay,
         )
     except ValueError as exc:
         raise CLIError(str(exc)) from None

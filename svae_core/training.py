@@ -92,6 +92,7 @@ class TrainConfig:
     (0 disables masking); mask_after: step at which masking starts (an unmasked warm-up for
     the RNN/CNN families). clip_norm: global gradient-norm clip. log_every: steps per compiled
     chunk, progress update and NaN check. checkpoint_every: steps between checkpoints (0: none).
+    weight_decay: AdamW's decoupled decay of every parameter, per unit of rate (0: Adam).
     """
 
     steps: int = 1000
@@ -107,6 +108,7 @@ class TrainConfig:
     lr_decay_start: int = 0
     lr_decay_steps: int = 1000
     lr_final_fraction: float = 0.03
+    weight_decay: float = 0.0
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "num_samples", "log_every"):
@@ -121,6 +123,8 @@ class TrainConfig:
                              f"{self.lr_decay_start} and {self.lr_decay_steps}")
         if not 0.0 <= self.lr_final_fraction <= 1.0:
             raise ValueError(f"lr_final_fraction must be in [0, 1], got {self.lr_final_fraction}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
 
 class RunState(NamedTuple):
@@ -215,9 +219,12 @@ def learning_rate_schedule(learning_rate, config: TrainConfig):
 
 def default_optimizer(learning_rate, config: TrainConfig) -> optax.GradientTransformation:
     """The sequence models' optimiser: global-norm clipping at ``config.clip_norm``, then Adam
-    at :func:`learning_rate_schedule` (peak ``learning_rate``, a scalar, traced per run)."""
+    at :func:`learning_rate_schedule` (peak ``learning_rate``, a scalar, traced per run), or
+    AdamW when ``config.weight_decay`` > 0."""
     schedule = learning_rate_schedule(learning_rate, config)
-    return optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(schedule))
+    adam = (optax.adamw(schedule, weight_decay=config.weight_decay) if config.weight_decay
+            else optax.adam(schedule))
+    return optax.chain(optax.clip_by_global_norm(config.clip_norm), adam)
 
 
 @dataclasses.dataclass(frozen=True)

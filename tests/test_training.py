@@ -14,6 +14,7 @@ from svae_core.training import (
     TrainConfig,
     Trainer,
     TrainingDivergedError,
+    default_optimizer,
     learning_rate_schedule,
     load_checkpoint,
     random_block_masks,
@@ -124,6 +125,23 @@ def test_learning_rate_schedule_warmup_constant_then_cosine():
     np.testing.assert_allclose([float(rate(s)) for s in steps], expected, rtol=1e-5, atol=1e-6)
     plain = learning_rate_schedule(2.0, TrainConfig(warmup_steps=10))
     assert float(plain(10_000)) == 2.0
+
+
+def test_weight_decay_shrinks_parameters_the_loss_does_not_touch():
+    """With a zero gradient Adam leaves a parameter alone; AdamW multiplies it by
+    1 − rate·weight_decay each step (after clipping, which a zero gradient passes)."""
+    params = {"w": jnp.array([2.0, -4.0])}
+    zero = jax.tree.map(jnp.zeros_like, params)
+    for decay, factor in ((0.0, 1.0), (0.1, 1.0 - 0.5 * 0.1)):
+        opt = default_optimizer(0.5, TrainConfig(warmup_steps=1, weight_decay=decay))
+        state, p = opt.init(params), params
+        for _ in range(3):
+            updates, state = opt.update(zero, state, p)
+            p = jax.tree.map(jnp.add, p, updates)
+        # step 0 is the warm-up's zero rate: two decayed steps at the full rate
+        np.testing.assert_allclose(p["w"], params["w"] * factor**2, rtol=1e-6)
+    with pytest.raises(ValueError, match="weight_decay"):
+        TrainConfig(weight_decay=-1.0)
 
 
 def _decayed(config, start):

@@ -22,6 +22,13 @@ VARIANTS = {
     "steps10k": ({}, {"steps": 10_000}),
     "lr1e-3": ({}, {"learning_rate": 1e-3}),
     "dense_steps10k": ({"potential": "dense"}, {"steps": 10_000}),
+    "steps1k": ({}, {"steps": 1000}),
+    "steps1500": ({}, {"steps": 1500}),
+    "wd1e-2": ({}, {"weight_decay": 1e-2}),
+    "wd1e-1": ({}, {"weight_decay": 1e-1}),
+    "mask": ({}, {"mask_fraction": 0.3}),
+    "dense_linear": ({"potential": "dense", "encoder_hidden": (), "decoder_hidden": ()}, {}),
+    "dense_wd1e-1": ({"potential": "dense"}, {"weight_decay": 1e-1}),
 }
 
 

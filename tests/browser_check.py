@@ -6,6 +6,7 @@ Debian's ``chromium`` package is enough.
 
     reports = check_pages(["file:///.../_build/html/index.html", ...])
     reports[url].problems   # [str, ...]; reports[url].final_url after redirects
+    reports[url].value      # what the optional ``evaluate`` expression returned on that page
 """
 
 from __future__ import annotations
@@ -32,9 +33,29 @@ Array.from(document.images)
 """
 
 
+# Every collapsed solution (sphinx-exercise ``:class: dropdown``, folded by
+# sphinx-togglebutton): is its executed output hidden on load, and shown once a reader has
+# clicked its title (and the unfolding transition has run)? Visibility is what the reader
+# sees: CSS visibility, opacity and layout all count.
+OPEN_SOLUTIONS_JS = """
+(async () => {
+  const shown = el => el !== null && el.checkVisibility(
+      {visibilityProperty: true, opacityProperty: true}) && el.offsetHeight > 0;
+  const solutions = Array.from(document.querySelectorAll('div.solution.dropdown'));
+  const before = solutions.map(sol => shown(sol.querySelector('.cell_output')));
+  solutions.forEach(sol => sol.querySelector('.admonition-title').click());
+  await new Promise(resolve => setTimeout(resolve, 1000));
+  return solutions.map((sol, i) => ({
+    id: sol.id, has_output: sol.querySelector('.cell_output') !== null,
+    hidden_before: !before[i], shown_after: shown(sol.querySelector('.cell_output'))}));
+})()
+"""
+
+
 class PageReport(NamedTuple):
     final_url: str
     problems: list
+    value: object = None
 
 
 def find_chromium():
@@ -143,10 +164,11 @@ def _problems(events, session):
     return out
 
 
-def check_pages(urls, chromium=None, settle_seconds=1.0):
-    """{url: PageReport(final_url, problems)}: per page, uncaught JS exceptions,
+def check_pages(urls, chromium=None, settle_seconds=1.0, evaluate=None):
+    """{url: PageReport(final_url, problems, value)}: per page, uncaught JS exceptions,
     console/network errors and ``<img>`` elements that failed to load (after redirects,
-    e.g. index.html → intro)."""
+    e.g. index.html → intro); ``value`` is what the JavaScript expression ``evaluate`` (e.g.
+    :data:`OPEN_SOLUTIONS_JS`) returned there, after those checks (None without one)."""
     chromium = chromium or find_chromium()
     if chromium is None:
         raise FileNotFoundError("no chromium binary found")
@@ -169,9 +191,15 @@ def check_pages(urls, chromium=None, settle_seconds=1.0):
             location = pipe.send("Runtime.evaluate", {"expression": "location.href",
                                                       "returnByValue": True},
                                  session=session)["result"].get("value")
+            value = None
+            if evaluate is not None:
+                value = pipe.send("Runtime.evaluate", {"expression": evaluate,
+                                                       "returnByValue": True,
+                                                       "awaitPromise": True},
+                                  session=session)["result"].get("value")
             problems = _problems(pipe.events, session)
             problems += [f"broken image: {src}" for src in broken]
-            results[url] = PageReport(location, problems)
+            results[url] = PageReport(location, problems, value)
             pipe.send("Target.closeTarget", {"targetId": target})
     finally:
         pipe.close()

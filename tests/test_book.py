@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -149,15 +150,63 @@ def test_chapter_hash_tracks_the_results_a_chapter_declares(tmp_path):
                                                     tmp_path / "results" / "r.json"]
 
 
-def test_every_declared_result_exists_and_every_chapter_ends_with_results():
-    """A chapter's declared results are committed files, and its last section is "Results"."""
+def test_every_declared_result_exists_and_every_chapter_ends_with_results_then_exercises():
+    """A chapter's declared results are committed files, and its last two sections are
+    "Results" and "Exercises"."""
     for path in SOURCE_NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         for pattern in nb.metadata.get("svae", {}).get("results", []):
             assert list(ROOT.glob(pattern)), f"{path.name}: nothing matches {pattern}"
-        headings = [line for c in nb.cells if c.cell_type == "markdown"
+        headings = [line.strip() for c in nb.cells if c.cell_type == "markdown"
                     for line in c.source.splitlines() if line.startswith("## ")]
-        assert headings and headings[-1].strip() == "## Results", (path.name, headings[-3:])
+        assert headings[-2:] == ["## Results", "## Exercises"], (path.name, headings[-3:])
+
+
+_EXERCISE = re.compile(r"^```\{exercise\}\n:label: ([\w-]+)", re.M)
+_SOLUTION_START = re.compile(r"^```\{solution-start\} ([\w-]+)\n:class: dropdown\n```$")
+
+
+def exercises_and_solutions(nb) -> list[tuple[str, str | None, int]]:
+    """[(exercise label, label its solution answers, code cells in the solution)] in order:
+    each exercise cell must be followed by a gated dropdown solution before the next one."""
+    found = []
+    cells = nb.cells
+    for i, cell in enumerate(cells):
+        m = _EXERCISE.match(cell.source) if cell.cell_type == "markdown" else None
+        if not m:
+            continue
+        start = _SOLUTION_START.match(cells[i + 1].source) if i + 1 < len(cells) else None
+        code_cells, j = 0, i + 2
+        while start and j < len(cells) and cells[j].source.strip() != "```{solution-end}\n```":
+            code_cells += cells[j].cell_type == "code"
+            j += 1
+        found.append((m.group(1), start.group(1) if start else None,
+                      code_cells if start and j < len(cells) else 0))
+    return found
+
+
+@pytest.mark.parametrize("path", SOURCE_NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_chapter_has_two_to_four_exercises_with_code_solutions(path):
+    found = exercises_and_solutions(nbformat.read(path, as_version=4))
+    assert 2 <= len(found) <= 4, (path.name, found)
+    labels = [label for label, _, _ in found]
+    assert len(set(labels)) == len(labels), f"{path.name}: repeated exercise labels {labels}"
+    for label, answers, code_cells in found:
+        assert answers == label, f"{path.name}: exercise {label} has no dropdown solution"
+        assert code_cells >= 1, f"{path.name}: the solution to {label} runs no code"
+
+
+def test_exercise_parser_catches_a_missing_or_codeless_solution():
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook(cells=[
+        md("```{exercise}\n:label: a\n\nDo a.\n```"),
+        md("```{solution-start} a\n:class: dropdown\n```"), code("1"), md("```{solution-end}\n```"),
+        md("```{exercise}\n:label: b\n\nDo b.\n```"),
+        md("```{solution-start} b\n:class: dropdown\n```"), md("words"),
+        md("```{solution-end}\n```"),
+        md("```{exercise}\n:label: c\n\nDo c.\n```"), code("2"),
+    ])
+    assert exercises_and_solutions(nb) == [("a", "a", 1), ("b", "b", 0), ("c", None, 0)]
 
 
 # ----------------------------------------------------------------------------- the build
@@ -434,10 +483,20 @@ def test_browser_check_catches_js_errors_and_broken_images(tmp_path):
 
 @needs_chromium
 def test_book_loads_in_chromium_without_errors(built_book):
-    """The index (a redirect to the intro) and every chapter, as a reader's browser sees them."""
+    """The index (a redirect to the intro) and every chapter, as a reader's browser sees them;
+    on each chapter every exercise's solution is folded, with its executed output hidden
+    until a click on its title shows it."""
     pages = [HTML / "index.html"] + [HTML / "_executed" / f"{n}.html" for n in CHAPTERS]
-    reports = browser_check.check_pages([p.as_uri() for p in pages], CHROMIUM)
+    reports = browser_check.check_pages([p.as_uri() for p in pages], CHROMIUM,
+                                        evaluate=browser_check.OPEN_SOLUTIONS_JS)
     for page in pages:
         report = reports[page.as_uri()]
         assert report.problems == [], (page.name, report.problems)
     assert reports[pages[0].as_uri()].final_url.endswith("intro.html")
+    for name, page in zip(CHAPTERS, pages[1:], strict=True):
+        solutions = reports[page.as_uri()].value
+        exercises = exercises_and_solutions(nbformat.read(ROOT / "notebooks" / f"{name}.ipynb",
+                                                          as_version=4))
+        assert len(solutions) == len(exercises), (name, solutions)
+        for sol in solutions:
+            assert sol["has_output"] and sol["hidden_before"] and sol["shown_after"], (name, sol)

@@ -33,8 +33,21 @@ def test_grid_key_changes_with_every_config_field():
     assert TINY.key("D3_N5_q0.1_r0.1", "svae") == base
     assert TINY.key("D3_N5_q0.1_r0.1", "rnn_mf") != base
     for field, value in [("steps", 21), ("mask_fraction", 0.4), ("seeds", (1,)),
-                         ("learning_rates", (1e-3,)), ("data_seed", 1)]:
+                         ("learning_rates", (1e-3,)), ("data_seed", 1),
+                         ("dynamics_init", "rotation")]:
         assert dataclasses.replace(TINY, **{field: value}).key("D3_N5_q0.1_r0.1", "svae") != base
+
+
+def test_cell_configs_carry_the_grid_settings_to_the_model_and_trainer():
+    cfg = dataclasses.replace(TINY, dynamics_init="rotation", mask_fraction=0.3,
+                              baseline_mask_after=7, num_train=5)
+    model_config, train_config = lds_grid.cell_configs("D5_N10_q0.1_r1", "rnn_mf", cfg)
+    assert (model_config.latent_dim, model_config.obs_dim) == (5, 10)
+    assert model_config.dynamics_init == "rotation" and model_config.rnn_hidden == 20
+    assert (train_config.steps, train_config.batch_size) == (20, 5)
+    assert (train_config.mask_fraction, train_config.mask_after) == (0.3, 7)
+    _, svae_train = lds_grid.cell_configs("D5_N10_q0.1_r1", "svae", cfg)
+    assert svae_train.mask_after == 0  # the SVAE is masked from the start
 
 
 @pytest.mark.slow

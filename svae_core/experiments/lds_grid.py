@@ -49,6 +49,7 @@ class GridConfig:
     lowers the ELBO, so the grid itself is unmasked). baseline_mask_after: unmasked
     warm-up steps for the RNN/CNN families when masking. rnn_hidden: GRU width (None:
     max(20, 2·D), the appendix's wider networks for large D). cnn_kernel: temporal kernel.
+    dynamics_init: the SVAE prior's initial A (:class:`ModelConfig`: "decay" or "rotation").
     """
 
     steps: int = 3000
@@ -66,6 +67,7 @@ class GridConfig:
     eval_samples: int = 10
     eval_repeats: int = 4
     log_every: int = 50
+    dynamics_init: str = "decay"
 
     def key(self, setting: str, model: str) -> str:
         return cache_key(self, setting, model)
@@ -73,6 +75,22 @@ class GridConfig:
 
 def _setting(setting) -> LDSSetting:
     return lds_setting(setting) if isinstance(setting, str) else setting
+
+
+def cell_configs(setting, model: str, config: GridConfig) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configurations of one (setting, model) cell's runs (the first
+    learning rate; :func:`run_cell` passes every rate of ``config.learning_rates``)."""
+    setting = _setting(setting)
+    D, N = setting.latent_dim, setting.obs_dim
+    model_config = ModelConfig(
+        latent_dim=D, obs_dim=N, cnn_kernel=config.cnn_kernel,
+        rnn_hidden=config.rnn_hidden or max(20, 2 * D), dynamics_init=config.dynamics_init)
+    train_config = TrainConfig(
+        steps=config.steps, batch_size=min(config.batch_size, config.num_train),
+        learning_rate=config.learning_rates[0], mask_fraction=config.mask_fraction,
+        mask_after=0 if model == "svae" else config.baseline_mask_after,
+        log_every=min(config.log_every, config.steps))
+    return model_config, train_config
 
 
 def run_cell(setting, model: str, config: GridConfig, cache_dir=None,
@@ -91,15 +109,7 @@ def run_cell(setting, model: str, config: GridConfig, cache_dir=None,
         return json.loads(path.read_text())
     bench = make_lds_benchmark(setting, config.data_seed, num_train=config.num_train,
                                num_test=config.num_test, num_timesteps=config.num_timesteps)
-    D, N = setting.latent_dim, setting.obs_dim
-    model_config = ModelConfig(
-        latent_dim=D, obs_dim=N, cnn_kernel=config.cnn_kernel,
-        rnn_hidden=config.rnn_hidden or max(20, 2 * D))
-    train_config = TrainConfig(
-        steps=config.steps, batch_size=min(config.batch_size, config.num_train),
-        learning_rate=config.learning_rates[0], mask_fraction=config.mask_fraction,
-        mask_after=0 if model == "svae" else config.baseline_mask_after,
-        log_every=min(config.log_every, config.steps))
+    model_config, train_config = cell_configs(setting, model, config)
     pairs = list(itertools.product(config.seeds, config.learning_rates))
     runs = train_and_evaluate(
         model, bench.y_train, model_config, train_config, y_test=bench.y_test, ssm=bench.ssm,

@@ -268,8 +268,113 @@ def batch_elbo(model, params, y, mask, key, num_samples, observed=None):
     return jax.tree.map(lambda v: jnp.mean(v) * scale, terms)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Program:
+    """What a training chunk's compiled program depends on: the model, the task and the
+    config fields that enter the traced step. The data are arguments of the program, so
+    Trainers with equal programs (flax modules compare by their fields) share one compiled
+    chunk per data shape: a second Trainer of the same model and settings compiles nothing.
+    """
+
+    model: Any
+    config: TrainConfig
+    task: TrainingTask | None
+
+    @classmethod
+    def of(cls, model, config: TrainConfig, task: TrainingTask | None) -> _Program:
+        if task is None:  # the per-run rate is state; the step count and logging are the loop's
+            config = dataclasses.replace(config, steps=1, log_every=1, checkpoint_every=0,
+                                         learning_rate=1.0)
+        return cls(model, config, task)
+
+    def optimizer(self, learning_rate, params):
+        if self.task is None:
+            return default_optimizer(learning_rate, self.config)
+        return self.task.optimizer(learning_rate, self.config, params)
+
+    def task_loss(self, params, data, step_key, step, mesh=None):
+        k_batch, k_loss = jax.random.split(step_key)
+        num_data = jax.tree.leaves(data)[0].shape[0]
+        idx = jax.random.choice(k_batch, num_data, (self.config.batch_size,), replace=False)
+        batch = jax.tree.map(lambda x: x[idx], data)
+        if mesh is not None:  # every leaf split on its batch axis
+            batch = jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, P(BATCH_AXIS)))
+        loss, metrics = self.task.loss(params, batch, k_loss, step)
+        metrics = dict(metrics._asdict() if hasattr(metrics, "_asdict") else metrics)
+        missing = [name for name in _REQUIRED_METRICS if name not in metrics]
+        if missing:
+            raise ValueError(f"the task's loss must report the metrics {missing}")
+        shaped = {name: jnp.shape(v) for name, v in metrics.items() if jnp.ndim(v)}
+        if shaped or jnp.ndim(loss):
+            raise ValueError("the task's loss and metrics must be scalars (they are kept for "
+                             f"every step), got shapes {shaped or jnp.shape(loss)}")
+        return loss, metrics
+
+    def loss(self, params, data, observed, step_key, step, mesh=None):
+        if self.task is not None:
+            return self.task_loss(params, data, step_key, step, mesh)
+        cfg = self.config
+        S, T, _ = data.shape
+        k_batch, k_mask, k_elbo = jax.random.split(step_key, 3)
+        idx = jax.random.choice(k_batch, S, (cfg.batch_size,), replace=False)
+        y = data[idx]
+        if mesh is not None:  # (B, T, N) split on B; vmap adds the runs axis in front
+            y = jax.lax.with_sharding_constraint(y, NamedSharding(mesh, P(BATCH_AXIS)))
+        mask = random_block_masks(k_mask, cfg.batch_size, T, cfg.mask_fraction)
+        mask = mask | (step < cfg.mask_after)
+        observed = None if observed is None else observed[idx]
+        terms = batch_elbo(self.model, params, y, mask, k_elbo, cfg.num_samples, observed)
+        return -terms.elbo, terms
+
+    def step(self, state: RunState, step, data, observed, mesh=None):
+        loss = functools.partial(self.loss, data=data, observed=observed, mesh=mesh)
+        grads, terms = jax.grad(loss, has_aux=True)(
+            state.params, step_key=jax.random.fold_in(state.key, step), step=step)
+        updates, opt_state = self.optimizer(state.learning_rate, state.params).update(
+            grads, state.opt_state, state.params
+        )
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(terms if isinstance(terms, dict) else terms._asdict(),
+                       grad_norm=optax.tree.norm(grads))
+        return state._replace(params=params, opt_state=opt_state), metrics
+
+    def run_chunk(self, state, data, observed, first_step, length, mesh=None):
+        def one(carry, step):
+            return self.step(carry, step, data, observed, mesh)
+        return jax.lax.scan(one, state, first_step + jnp.arange(length))
+
+    def compile(self, mesh: Mesh | None = None):
+        """(states, data, observed, first_step, length) -> (states, metrics), jitted: runs
+        vmapped over the states' leading axis; with ``mesh``, states in and out split on
+        "runs" and metrics replicated (so every host can read them)."""
+        run = functools.partial(self.run_chunk, mesh=mesh)
+        if mesh is None:
+            return jax.jit(jax.vmap(run, in_axes=(0, None, None, None, None)),
+                           static_argnums=4, donate_argnums=0)
+        return jax.jit(
+            jax.vmap(run, in_axes=(0, None, None, None, None), spmd_axis_name=RUNS_AXIS),
+            static_argnums=4, donate_argnums=0,
+            out_shardings=(NamedSharding(mesh, P(RUNS_AXIS)), NamedSharding(mesh, P())))
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_chunk(program: _Program, mesh: Mesh | None):
+    return program.compile(mesh)
+
+
+def _chunk_program(program: _Program, mesh: Mesh | None = None):
+    try:
+        return _cached_chunk(program, mesh)
+    except TypeError:  # a model or task that cannot be hashed: its own program
+        return program.compile(mesh)
+
+
 class Trainer:
-    """Compiles and runs training for one model, one data set and a batch of runs.
+    """Runs training for one model, one data set and a batch of runs.
+
+    The compiled chunk of steps takes the data as an argument and is shared by every Trainer
+    of an equal model, task and step settings (not ``steps``, ``log_every``,
+    ``checkpoint_every`` or ``learning_rate``, which the loop and the run states carry).
 
     Args:
         model: a flax module following :mod:`svae_core.models.base`'s contract (with a
@@ -301,15 +406,7 @@ class Trainer:
                 raise ValueError(f"observed must have shape {y_train.shape[:2]}, "
                                  f"got {observed.shape}")
         self.model, self.y, self.config, self.observed = model, y_train, config, observed
-        self._compile()
-
-    def _compile(self):
-        self._chunk = jax.jit(
-            jax.vmap(self._run_chunk, in_axes=(0, None, None)),
-            static_argnums=2,
-            donate_argnums=0,
-        )
-        self._sharded_chunks = {}  # Mesh -> the program of _sharded_chunk(mesh)
+        self._program = _Program.of(model, config, None)
 
     def _init_task(self, model, data, config, observed):
         if observed is not None:
@@ -330,17 +427,12 @@ class Trainer:
             raise ValueError(f"the task is normalised for data_size {self.task.data_size}, "
                              f"but the data hold {size}")
         self.model, self.y, self.config, self.observed = model, data, config, None
-        self._compile()
+        self._program = _Program.of(model, config, self.task)
 
     @property
     def num_data(self) -> int:
         """Number of training sequences (or, with a task, data points)."""
         return jax.tree.leaves(self.y)[0].shape[0]
-
-    def _make_optimizer(self, learning_rate, params):
-        if self.task is None:
-            return default_optimizer(learning_rate, self.config)
-        return self.task.optimizer(learning_rate, self.config, params)
 
     # ------------------------------------------------------------------ per-run functions
 
@@ -358,7 +450,7 @@ class Trainer:
             rates = self.config.learning_rate if learning_rate is None else learning_rate
             dtype = jnp.result_type(float)
             lr = jax.tree.map(lambda v: jnp.asarray(v, dtype), rates)
-            return RunState(params, self._make_optimizer(lr, params).init(params), k_run, lr)
+            return RunState(params, self._program.optimizer(lr, params).init(params), k_run, lr)
         S, T, _ = self.y.shape
         if params is None:
             params = self.model.init(k_init, self.y[0], jnp.ones(T, bool), k_apply)
@@ -378,67 +470,11 @@ class Trainer:
         states = [self.init_state(s, lr, p) for s, lr, p in zip(seeds, lrs, starts, strict=True)]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
-    def _task_loss(self, params, step_key, step, mesh=None):
-        k_batch, k_loss = jax.random.split(step_key)
-        idx = jax.random.choice(k_batch, self.num_data, (self.config.batch_size,),
-                                replace=False)
-        batch = jax.tree.map(lambda x: x[idx], self.y)
-        if mesh is not None:  # every leaf split on its batch axis
-            batch = jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, P(BATCH_AXIS)))
-        loss, metrics = self.task.loss(params, batch, k_loss, step)
-        metrics = dict(metrics._asdict() if hasattr(metrics, "_asdict") else metrics)
-        missing = [name for name in _REQUIRED_METRICS if name not in metrics]
-        if missing:
-            raise ValueError(f"the task's loss must report the metrics {missing}")
-        shaped = {name: jnp.shape(v) for name, v in metrics.items() if jnp.ndim(v)}
-        if shaped or jnp.ndim(loss):
-            raise ValueError("the task's loss and metrics must be scalars (they are kept for "
-                             f"every step), got shapes {shaped or jnp.shape(loss)}")
-        return loss, metrics
-
-    def _loss(self, params, step_key, step, mesh=None):
-        if self.task is not None:
-            return self._task_loss(params, step_key, step, mesh)
-        cfg = self.config
-        S, T, _ = self.y.shape
-        k_batch, k_mask, k_elbo = jax.random.split(step_key, 3)
-        idx = jax.random.choice(k_batch, S, (cfg.batch_size,), replace=False)
-        y = self.y[idx]
-        if mesh is not None:  # (B, T, N) split on B; vmap adds the runs axis in front
-            y = jax.lax.with_sharding_constraint(y, NamedSharding(mesh, P(BATCH_AXIS)))
-        mask = random_block_masks(k_mask, cfg.batch_size, T, cfg.mask_fraction)
-        mask = mask | (step < cfg.mask_after)
-        observed = None if self.observed is None else self.observed[idx]
-        terms = batch_elbo(self.model, params, y, mask, k_elbo, cfg.num_samples, observed)
-        return -terms.elbo, terms
-
-    def _step(self, state: RunState, step, mesh=None):
-        loss = self._loss if mesh is None else functools.partial(self._loss, mesh=mesh)
-        grads, terms = jax.grad(loss, has_aux=True)(
-            state.params, jax.random.fold_in(state.key, step), step
-        )
-        updates, opt_state = self._make_optimizer(state.learning_rate, state.params).update(
-            grads, state.opt_state, state.params
-        )
-        params = optax.apply_updates(state.params, updates)
-        metrics = dict(terms if isinstance(terms, dict) else terms._asdict(),
-                       grad_norm=optax.tree.norm(grads))
-        return state._replace(params=params, opt_state=opt_state), metrics
-
-    def _run_chunk(self, state, first_step, length, mesh=None):
-        step = self._step if mesh is None else functools.partial(self._step, mesh=mesh)
-        return jax.lax.scan(step, state, first_step + jnp.arange(length))
-
-    def _sharded_chunk(self, mesh: Mesh):
-        """The chunk program over ``mesh``: states in and out split on "runs", metrics
-        replicated (so every host can read them)."""
-        if mesh not in self._sharded_chunks:
-            run = jax.vmap(functools.partial(self._run_chunk, mesh=mesh),
-                           in_axes=(0, None, None), spmd_axis_name=RUNS_AXIS)
-            self._sharded_chunks[mesh] = jax.jit(
-                run, static_argnums=2, donate_argnums=0,
-                out_shardings=(NamedSharding(mesh, P(RUNS_AXIS)), NamedSharding(mesh, P())))
-        return self._sharded_chunks[mesh]
+    def lower_chunk(self, states: RunState, first_step, length: int, mesh: Mesh | None = None):
+        """The chunk program lowered for these states (``jax.stages.Lowered``: e.g. its HLO
+        text), over ``mesh`` when given."""
+        return _chunk_program(self._program, mesh).lower(states, self.y, self.observed,
+                                                         first_step, length)
 
     # ------------------------------------------------------------------ driver
 
@@ -456,7 +492,7 @@ class Trainer:
         history = history or {"step": [], "elbo": [], "reconstruction": [], "kl": []}
         num_runs = jax.tree.leaves(states)[0].shape[0]
         mesh = device_mesh(num_runs, cfg.batch_size)
-        chunk = self._chunk if mesh is None else self._sharded_chunk(mesh)
+        chunk = _chunk_program(self._program, mesh)
         if mesh is not None:  # every leaf (num_runs, ...) split on its run axis
             states = jax.device_put(jax.device_get(states), NamedSharding(mesh, P(RUNS_AXIS)))
         labels = run_labels or [str(i) for i in range(num_runs)]
@@ -467,7 +503,7 @@ class Trainer:
         while step < stop:
             length = min(cfg.log_every, stop - step)
             t0 = time.perf_counter()
-            states, metrics = chunk(states, jnp.asarray(step), length)
+            states, metrics = chunk(states, self.y, self.observed, jnp.asarray(step), length)
             metrics = jax.device_get(metrics)  # (runs, length) each
             elapsed = time.perf_counter() - t0
             if step > start_step and length == cfg.log_every:  # first chunk: compilation

@@ -56,7 +56,7 @@ tr = make_trainer()
 result = tr.fit(tr.init_runs(SEEDS), progress=False)
 leaf = jax.tree.leaves(result.states.params)[0]
 mesh = device_mesh(len(SEEDS), tr.config.batch_size)
-hlo = tr._sharded_chunk(mesh).lower(result.states, jnp.asarray(0), tr.config.log_every).as_text()
+hlo = tr.lower_chunk(result.states, jnp.asarray(0), tr.config.log_every, mesh).as_text()
 np.savez(out / "params.npz", *[np.asarray(x) for x in jax.tree.leaves(result.states.params)])
 np.savez(out / "data.npz", y=np.asarray(tr.y[:4]))
 cli_rc = main(CLI_ARGS + ["--data", str(out / "data.npz"), "--out", str(out / "cli.json")])

@@ -4,10 +4,17 @@ References: dense NumPy pseudo-inverses of the Fisher matrix; Murphy (2007)'s NI
 the closed-form conjugate direction η₀ + (N/|B|)·E[t] − η (expfam.base.natural_gradient);
 central finite differences of the objective against those of the mean parameters; and Eq. 4
 of Johnson et al. (2016) assembled term by term on a small SVAE-shaped model.
+
+Compilation, not arithmetic, is what these tests cost. Every compiled program is reused where
+it can be: members hold float64 NumPy leaves (not weakly typed scalars, which would be
+another program's inputs), :func:`solve` calls fisher_solve as natural_gradient does, each
+gradient is jitted once outside its loop, and the larger computations (Eq. 4's terms, the
+finite differences of the objective) run under one ``jax.jit`` rather than op by op.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -38,22 +45,35 @@ def x64():
         yield
 
 
+def as_numpy(tree):
+    """The tree with float64 NumPy leaves: strongly typed, so every member of one shape is
+    the same input type to a compiled program."""
+    return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), tree)
+
+
 def member(family, seed=0):
-    """One member's natural parameters (float64), from standard parameters."""
+    """One member's natural parameters (float64 NumPy leaves), from standard parameters."""
     rng = np.random.default_rng(seed)
     if family == "niw":
-        return niw.from_standard(rng.normal(size=3), rng.uniform(0.5, 2.0), spd(rng, 3, 4.0),
-                                 6.0 + rng.uniform())
-    if family == "mniw":
-        return mniw.from_standard(rng.normal(size=(2, 3)), spd(rng, 3, 2.0), spd(rng, 2, 3.0),
-                                  5.0 + rng.uniform())
-    if family == "dirichlet":
-        return dirichlet.from_standard(rng.uniform(0.7, 3.0, size=4))
-    if family == "categorical":
-        return categorical.from_standard(rng.dirichlet(np.full(4, 2.0)))
-    if family == "gaussian":
-        return gaussian.from_standard(rng.normal(size=3), spd(rng, 3))
-    raise ValueError(family)
+        eta = niw.from_standard(rng.normal(size=3), rng.uniform(0.5, 2.0), spd(rng, 3, 4.0),
+                                6.0 + rng.uniform())
+    elif family == "mniw":
+        eta = mniw.from_standard(rng.normal(size=(2, 3)), spd(rng, 3, 2.0), spd(rng, 2, 3.0),
+                                 5.0 + rng.uniform())
+    elif family == "dirichlet":
+        eta = dirichlet.from_standard(rng.uniform(0.7, 3.0, size=4))
+    elif family == "categorical":
+        eta = categorical.from_standard(rng.dirichlet(np.full(4, 2.0)))
+    elif family == "gaussian":
+        eta = gaussian.from_standard(rng.normal(size=3), spd(rng, 3))
+    else:
+        raise ValueError(family)
+    return as_numpy(eta)
+
+
+# fisher_solve called as natural_gradient calls it (rtol by keyword), so that the two share
+# one compiled program per member shape.
+solve = functools.partial(fisher_solve, rtol=None)
 
 
 LOG_PARTITION = {"niw": niw.log_partition, "mniw": mniw.log_partition,
@@ -123,7 +143,7 @@ def test_transform_is_minus_step_pinv_fisher_times_gradient(family):
         alpha = np.asarray(dirichlet.to_standard(eta))
         closed = np.diag(polygamma(1, alpha)) - polygamma(1, alpha.sum())
         np.testing.assert_allclose(fisher, closed, rtol=1e-10)
-        np.testing.assert_allclose(flat(fisher_solve(lp, eta, unravel(jnp.asarray(raw)))),
+        np.testing.assert_allclose(flat(solve(lp, eta, unravel(jnp.asarray(raw)))),
                                    np.linalg.solve(closed, raw), rtol=1e-9)
 
 
@@ -139,9 +159,9 @@ def test_singular_directions_are_removed_exactly():
             vec = np.concatenate([v.ravel(), np.zeros(d + 2)])
             assert np.abs(fisher @ vec).max() == 0.0
     rng = np.random.default_rng(2)
-    g = niw.NIWNatural(jnp.asarray(rng.normal(size=(d, d))), jnp.asarray(rng.normal(size=d)),
-                       jnp.asarray(0.3), jnp.asarray(-0.2))
-    x = fisher_solve(niw.log_partition, eta, g)
+    g = niw.NIWNatural(rng.normal(size=(d, d)), rng.normal(size=d), np.asarray(0.3),
+                       np.asarray(-0.2))
+    x = solve(niw.log_partition, eta, g)
     np.testing.assert_allclose(x.Phi, x.Phi.T, rtol=0, atol=1e-12 * np.abs(x.Phi).max())
     assert np.linalg.matrix_rank(fisher, rtol=1e-10) == fisher.shape[0] - d * (d - 1) // 2
 
@@ -159,7 +179,7 @@ def test_batch_dims_schedules_and_member_detection():
     assert int(state.count) == 2
     for i, m in enumerate(members):
         g_i = jax.tree_util.tree_map(lambda a, i=i: a[i], grads)
-        ref = flat(fisher_solve(niw.log_partition, m, g_i))
+        ref = flat(solve(niw.log_partition, m, g_i))
         np.testing.assert_allclose(flat(jax.tree_util.tree_map(lambda a, i=i: a[i], up0)),
                                    -0.5 * ref, rtol=1e-10)
         np.testing.assert_allclose(flat(jax.tree_util.tree_map(lambda a, i=i: a[i], up1)),
@@ -174,8 +194,8 @@ def test_batch_dims_schedules_and_member_detection():
     for kw in ({}, {"member_type": niw.NIWNatural}):
         up = one_update(natural_gradient(niw.log_partition, 1.0, **kw), gtree, tree)
         np.testing.assert_allclose(flat(up["b"][0]),
-                                   -flat(fisher_solve(niw.log_partition, members[1],
-                                                      gtree["b"][0])), rtol=1e-12)
+                                   -flat(solve(niw.log_partition, members[1],
+                                               gtree["b"][0])), rtol=1e-12)
     with pytest.raises(ValueError, match="needs params"):
         natural_gradient(niw.log_partition).update(gtree, NaturalGradientState(jnp.int32(0)))
     with pytest.raises(ValueError, match="outside any natural-parameter member"):
@@ -198,14 +218,16 @@ def test_one_full_batch_step_of_size_one_lands_on_the_exact_posterior():
     d, n = 3, 40
     prior = dict(m=rng.normal(size=d), kappa=0.5, S=(d + 0.5) * np.eye(d), nu=d + 0.5)
     x = rng.multivariate_normal(rng.normal(size=d), spd(rng, d), size=n)
-    eta0 = niw.from_standard(**prior)
+    eta0 = as_numpy(niw.from_standard(**prior))
     stats = niw.likelihood_stats(jnp.asarray(x))
     loss = lambda e: -(niw_expected_loglik(e, stats) - niw.kl(e, eta0))
     ref = murphy_niw_posterior(prior["m"], prior["kappa"], prior["S"], prior["nu"], x)
     tx = natural_gradient(niw.log_partition, 1.0)
-    starts = [eta0, member("niw", 7), niw.from_standard(np.zeros(d), 30.0, np.eye(d), 9.0)]
+    grad = jax.jit(jax.grad(loss))
+    starts = [eta0, member("niw", 7),
+              as_numpy(niw.from_standard(np.zeros(d), 30.0, np.eye(d), 9.0))]
     for start in starts:
-        new = optax.apply_updates(start, one_update(tx, jax.jit(jax.grad(loss))(start), start))
+        new = optax.apply_updates(start, one_update(tx, grad(start), start))
         got = niw.to_standard(new)._asdict()
         for k in ref:
             np.testing.assert_allclose(got[k], ref[k], rtol=1e-9, err_msg=k)
@@ -241,12 +263,12 @@ def test_minibatch_scaling_reproduces_the_first_term():
     loss = lambda e: -((n / b) * niw_expected_loglik(e, stats_b) - niw.kl(e, eta0))
     scaled = jax.tree_util.tree_map(lambda s: (n / b) * s, stats_b)
     target = flat(base.natural_gradient(eta, eta0, scaled))
+    per_point = lambda e: loss(e) / n
+    g_loss, g_point = jax.jit(lambda e: (jax.grad(loss)(e), jax.grad(per_point)(e)))(eta)
     for rho in (1.0, 0.1):
-        up = one_update(natural_gradient(niw.log_partition, rho), jax.jit(jax.grad(loss))(eta), eta)
+        up = one_update(natural_gradient(niw.log_partition, rho), g_loss, eta)
         np.testing.assert_allclose(flat(up), rho * target, rtol=1e-8, atol=1e-10)
-        per_point = lambda e: loss(e) / n
-        g = jax.jit(jax.grad(per_point))(eta)
-        up = one_update(natural_gradient(niw.log_partition, rho * n), g, eta)
+        up = one_update(natural_gradient(niw.log_partition, rho * n), g_point, eta)
         np.testing.assert_allclose(flat(up), rho * target, rtol=1e-8, atol=1e-10)
 
 
@@ -286,11 +308,11 @@ def test_natural_gradient_of_a_nonconjugate_term_is_its_mean_parameter_gradient(
     expected = (flat(base.natural_gradient(eta, prior, stats))
                 + flat(jax.tree_util.tree_map(lambda ci, m: ci * jnp.cos(m), c, mean(eta))))
     np.testing.assert_allclose(nat, expected, rtol=1e-8, atol=1e-9 * np.abs(expected).max())
+    differences = jax.jit(lambda v: (central_difference(objective, eta, v),
+                                     central_difference(mean, eta, v)))
     for _ in range(3):
-        v = sym_like(eta)
-        d_loss = float(central_difference(objective, eta, v))
-        d_mean = flat(central_difference(mean, eta, v))
-        np.testing.assert_allclose(nat @ d_mean, d_loss, rtol=1e-6)
+        d_loss, d_mean = differences(sym_like(eta))
+        np.testing.assert_allclose(nat @ flat(d_mean), float(d_loss), rtol=1e-6)
 
 
 def test_eq4_on_an_svae_shaped_model():
@@ -329,19 +351,26 @@ def test_eq4_on_an_svae_shaped_model():
         return lik + niw_expected_loglik(eta, stats) + entropy - niw.kl(eta, eta0), stats
 
     svae = lambda e: objective(e, local_optimum(e))[0]
-    g = jax.jit(jax.grad(lambda e: -svae(e)))(eta)
+
+    @jax.jit
+    def gradients_and_terms(eta):
+        """∇_η(−L_SVAE); the surrogate's gradient in η_x at q*; Eq. 4's two terms."""
+        g = jax.grad(lambda e: -svae(e))(eta)
+        eta_x = local_optimum(eta)
+        g_hat = jax.grad(lambda ex: objective(eta, ex, surrogate=True)[0])(eta_x)
+        _, s = objective(eta, eta_x)
+        first = base.natural_gradient(eta, eta0, s)
+        gx = jax.grad(lambda ex: objective(eta, ex)[0])(eta_x)
+        # η_x* = (−2μ_Phi + J_r, μ_km + h_r): Πᵀ∇_{η_x}L = (−2 Σ_n ∂L/∂J_n, Σ_n ∂L/∂h_n, 0, 0),
+        # with ∂L/∂J_n the gradient among symmetric matrices (the symmetric part of jax's).
+        second = niw.NIWNatural(-2.0 * base.symmetrize(gx.J.sum(0)), gx.h.sum(0),
+                                jnp.asarray(0.0), jnp.asarray(0.0))
+        return g, g_hat, first, second
+
+    g, g_hat, first, second = gradients_and_terms(eta)
     up = one_update(natural_gradient(niw.log_partition, 1.0), g, eta)
-    eta_x = local_optimum(eta)
     # q* is the surrogate's optimum: the surrogate's gradient in η_x vanishes there.
-    g_hat = jax.jit(jax.grad(lambda ex: objective(eta, ex, surrogate=True)[0]))(eta_x)
     assert np.abs(flat(g_hat)).max() < 1e-9
-    _, s = objective(eta, eta_x)
-    first = base.natural_gradient(eta, eta0, s)
-    gx = jax.jit(jax.grad(lambda ex: objective(eta, ex)[0]))(eta_x)
-    # η_x* = (−2μ_Phi + J_r, μ_km + h_r): Πᵀ∇_{η_x}L = (−2 Σ_n ∂L/∂J_n, Σ_n ∂L/∂h_n, 0, 0),
-    # with ∂L/∂J_n the gradient among symmetric matrices (the symmetric part of jax's).
-    second = niw.NIWNatural(-2.0 * base.symmetrize(gx.J.sum(0)), gx.h.sum(0), jnp.asarray(0.0),
-                            jnp.asarray(0.0))
     eq4 = flat(first) + flat(second)
     np.testing.assert_allclose(flat(up), eq4, rtol=1e-8, atol=1e-10 * np.abs(eq4).max())
     # The second term matters here: the 2016 code's first term alone is off.
@@ -473,20 +502,20 @@ def test_in_domain_predicates():
     d = 3
     good = member("niw")
     assert bool(in_domain(niw, good)) and bool(in_domain("niw", good))
-    assert not bool(in_domain(niw, good._replace(kappa=jnp.asarray(-0.1))))
-    assert not bool(in_domain(niw, good._replace(nu=jnp.asarray(d - 1.0))))
-    assert bool(in_domain(niw, good._replace(nu=jnp.asarray(d - 0.9))))
+    assert not bool(in_domain(niw, good._replace(kappa=np.asarray(-0.1))))
+    assert not bool(in_domain(niw, good._replace(nu=np.asarray(d - 1.0))))
+    assert bool(in_domain(niw, good._replace(nu=np.asarray(d - 0.9))))
     # S = Phi − km kmᵀ/κ indefinite while Phi stays positive definite.
     bad_s = good._replace(km=good.km * 0 + 10.0)
     assert np.linalg.eigvalsh(np.asarray(bad_s.Phi)).min() > 0
     assert not bool(in_domain(niw, bad_s))
-    assert not bool(in_domain(niw, good._replace(nu=jnp.asarray(jnp.nan))))
-    batch = stack([good, good._replace(kappa=jnp.asarray(-1.0)), member("niw", 3)])
+    assert not bool(in_domain(niw, good._replace(nu=np.asarray(np.nan))))
+    batch = stack([good, good._replace(kappa=np.asarray(-1.0)), member("niw", 3)])
     np.testing.assert_array_equal(in_domain(niw, batch, batch_dims=1), [True, False, True])
     m = member("mniw")
     assert bool(in_domain(mniw, m))
     assert not bool(in_domain(mniw, m._replace(K=-m.K)))
-    assert not bool(in_domain(mniw, m._replace(nu=jnp.asarray(1.0))))
+    assert not bool(in_domain(mniw, m._replace(nu=np.asarray(1.0))))
     assert not bool(in_domain(mniw, m._replace(Phi=m.Phi - 100.0 * jnp.eye(2))))
     assert bool(in_domain(dirichlet, dirichlet.DirichletNatural(jnp.array([-0.5, 0.0, 2.0]))))
     assert not bool(in_domain(dirichlet, dirichlet.DirichletNatural(jnp.array([-1.0, 0.0]))))
@@ -571,7 +600,8 @@ def test_svi_term_makes_sgd_the_closed_form_svi_step_in_float32():
     target = niw.from_standard(np.array([3.0, -1.0, 0.5]), 40.0, spd(np.random.default_rng(2),
                                                                       3, 200.0), 45.0)
     scale, rho = 7.0, 0.3
-    value, grad = jax.value_and_grad(lambda e: svi_term(e, target, scale))(eta)
+    value_and_grad = jax.jit(jax.value_and_grad(lambda e, t: svi_term(e, t, scale)))
+    value, grad = value_and_grad(eta, target)
     assert float(value) == 0.0
     for g, e, t in zip(*(jax.tree_util.tree_leaves(x) for x in (grad, eta, target)),
                        strict=True):
@@ -579,7 +609,7 @@ def test_svi_term_makes_sgd_the_closed_form_svi_step_in_float32():
     with jax.enable_x64(False):
         e32, t32 = (jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), x)
                     for x in (eta, target))
-        g32 = jax.grad(lambda e: svi_term(e, t32, scale))(e32)
+        _, g32 = value_and_grad(e32, t32)
         new = optax.apply_updates(e32, one_update(optax.sgd(rho * scale), g32, e32))
         assert new.Phi.dtype == jnp.float32
     for a, e, t in zip(*(jax.tree_util.tree_leaves(x) for x in (new, eta, target)),

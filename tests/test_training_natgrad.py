@@ -10,10 +10,15 @@ with a full batch, η ← η + ρ(η₀ + s − η); ρ = 1 lands on the conjuga
 
 float64 (``jax.enable_x64``) for the globals, as natgrad recommends, so that the exact
 identities can be checked to 1e-9; the network stays float32 (flax's default).
+
+Compiling the training step is most of these tests' cost: every Trainer here has the one task
+(:func:`make_task` is cached) and CONFIG, so they share one compiled chunk, and the one-step
+run is the first step of the four-step Trainer's ``fit`` (``until=1``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import subprocess
@@ -79,9 +84,13 @@ def expected_loglik(eta, y):
                     + 0.5 * e.logdet_prec - 0.5 * D * math.log(2 * math.pi))
 
 
+@functools.cache
 def make_task(num_data=N):
+    """The task: one object per num_data, so that Trainers of it share a compiled program;
+    its init is jitted (one program rather than flax's initialisation op by op)."""
     prior = niw.from_standard(**PRIOR)
 
+    @jax.jit
     def init(key, data):
         k_net, k_glob = jax.random.split(key)
         net = DENOISER.init(k_net, data[:1])
@@ -136,12 +145,10 @@ def trained(tmp_path_factory):
     """The 4 runs: one step (writing its checkpoint), and the full 4 steps from the start."""
     y = make_data()
     ckpt = tmp_path_factory.mktemp("ckpt")
-    task = make_task()
-    full = Trainer(None, y, CONFIG, task=task)
+    full = Trainer(None, y, CONFIG, task=make_task())
     init = full.init_runs(seeds(), rates())
-    one_cfg = TrainConfig(**{**CONFIG.__dict__, "steps": 1})
-    one = Trainer(None, y, one_cfg, task=task).fit(full.init_runs(seeds(), rates()),
-                                                   checkpoint_dir=ckpt, progress=False)
+    one = full.fit(full.init_runs(seeds(), rates()), checkpoint_dir=ckpt, progress=False,
+                   until=1)
     result = full.fit(full.init_runs(seeds(), rates()), progress=False)
     return dict(y=y, trainer=full, init=init, one=one, full=result, ckpt=ckpt)
 
@@ -175,15 +182,20 @@ def test_network_moves_as_adam_alone(trained):
     parameters as optax.adam on the network's loss alone (the clip never binds here)."""
     y = jnp.asarray(trained["y"])
     adam = optax.adam(learning_rate_schedule(jnp.asarray(ADAM_RATE), CONFIG))
-    grad = jax.jit(jax.grad(lambda net: -network_loglik(net, y)))
-    for run in range(len(RUNS)):
-        net = jax.tree.map(lambda a, run=run: a[run], trained["init"].params["networks"])
+    grad = jax.grad(lambda net: -network_loglik(net, y))
+
+    @jax.jit
+    def adam_alone(net):
         opt = adam.init(net)
         for _ in range(CONFIG.steps):
             updates, opt = adam.update(grad(net), opt, net)
             net = optax.apply_updates(net, updates)
-        got = jax.tree.map(lambda a, run=run: a[run], trained["full"].states.params["networks"])
+        return net
+
+    for run in range(len(RUNS)):
         start = jax.tree.map(lambda a, run=run: a[run], trained["init"].params["networks"])
+        net = adam_alone(start)
+        got = jax.tree.map(lambda a, run=run: a[run], trained["full"].states.params["networks"])
         # the full batch is a permutation of the data: sums in another order (float32 params)
         for g, e, s in zip(leaves(got), leaves(net), leaves(start), strict=True):
             np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-8)
@@ -209,8 +221,7 @@ def test_history_and_resume_from_checkpoint_continue_exactly(trained):
 def test_nan_in_the_data_trips_the_guard():
     y = make_data()
     y[5, 0] = np.nan
-    cfg = TrainConfig(**{**CONFIG.__dict__, "steps": 2})
-    trainer = Trainer(None, y, cfg, task=make_task())
+    trainer = Trainer(None, y, CONFIG, task=make_task())
     with pytest.raises(TrainingDivergedError, match=r"non-finite elbo .* at step 0 in run 0"):
         trainer.fit(trainer.init_runs(seeds(), rates()), progress=False)
 

@@ -14,16 +14,20 @@ from svae_core.cli import build_parser, main, summary_line
 
 TINY = ["--steps", "20", "--log-every", "10", "--warmup-steps", "5", "--eval-samples", "2",
         "--eval-repeats", "2", "--no-progress"]
+# The happy path's LDS data; the cases refused after the data are generated use it too, so
+# that its generation compiles once
+LDS = ["--data", "lds", "--latent-dim", "2", "--obs-dim", "3", "--num-train", "10",
+       "--num-test", "4", "--num-timesteps", "30"]
 KEYS = {"config", "train_elbo", "test_elbo", "test_elbo_se", "true_mll", "null_ll",
         "gap_fraction", "seconds_per_step", "version"}
 
 
 def test_train_on_generated_lds(tmp_path, capsys):
     out = tmp_path / "r.json"
-    argv = ["train", "--model", "svae", "--data", "lds", "--latent-dim", "2", "--obs-dim", "3",
-            "--num-train", "10", "--num-test", "4", "--num-timesteps", "30", "--out", str(out),
-            "--lr-decay-start", "10", "--lr-decay-steps", "10"]
-    assert main(argv + TINY) == 0  # the npz test below forces the parallel smoother
+    argv = ["train", "--model", "svae", *LDS, "--out", str(out),
+            "--lr-decay-start", "10", "--lr-decay-steps", "10",
+            "--encoder-hidden", "none", "--decoder-hidden", ""]
+    assert main(argv + TINY) == 0  # the npz runs below force the parallel smoother
     res = json.loads(out.read_text())
     assert KEYS <= set(res)
     assert res["config"]["model"] == "svae"
@@ -44,6 +48,9 @@ def test_train_on_generated_lds(tmp_path, capsys):
     # An ELBO is a lower bound on the true log-likelihood.
     assert res["test_elbo"] <= res["true_mll"] + 4 * res["test_elbo_se"]
     assert res["null_ll"] < res["true_mll"]
+    # `none` and empty widths give linear nets
+    mc = res["config"]["model_config"]
+    assert mc["encoder_hidden"] == [] and mc["decoder_hidden"] == []
 
 
 def test_train_with_natural_gradient_globals_on_a_user_npz_with_mask(tmp_path):
@@ -66,61 +73,60 @@ def test_train_with_natural_gradient_globals_on_a_user_npz_with_mask(tmp_path):
     assert res["history"]["elbo"][-1] > res["history"]["elbo"][0]
 
 
-def test_train_on_user_npz_with_mask(tmp_path):
-    rng = np.random.default_rng(0)
-    y = rng.normal(size=(8, 25, 3)).astype(np.float32)
-    mask = np.ones((8, 25), bool)
-    mask[:, 10:15] = False
+@pytest.fixture(scope="module")
+def masked_npz_runs(tmp_path_factory):
+    """CLI results of one model trained on one user .npz whose training sequences have steps
+    that were never observed (``mask`` False; NaN or 1e6 there), scored on held-out sequences
+    padded after their end (``mask_test`` False): with NaN padding ("nan"), with 1e6 padding
+    ("1e6"), and on the same zero-padded file without ``mask_test`` ("unmasked"). The runs
+    share one model, one training set and so their compiled programs."""
+    tmp_path = tmp_path_factory.mktemp("masked_npz")
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=(6, 12, 2)).astype(np.float32)
+    mask = np.ones((6, 12), bool)
+    mask[:, 4:7] = False
     y[~mask] = 1e6  # never observed: must not matter, NaN included
-    y[:4, 10:15] = np.nan
-    data = tmp_path / "d.npz"
-    np.savez(data, y=y, y_test=rng.normal(size=(3, 25, 3)), mask=mask)
-    out = tmp_path / "r.json"
-    argv = ["train", "--model", "svae", "--data", str(data), "--latent-dim", "2",
-            "--batch-size", "4", "--out", str(out), "--smoother", "parallel"]
-    assert main(argv + TINY) == 0
-    res = json.loads(out.read_text())
+    y[:3, 4:7] = np.nan
+    y_test = rng.normal(size=(3, 12, 2)).astype(np.float32)
+    mask_test = np.ones((3, 12), bool)
+    mask_test[0, 7:] = mask_test[2, 3:] = False  # shorter held-out sequences, padded
+    files = {name: dict(y=y, mask=mask, y_test=np.where(mask_test[..., None], y_test, fill),
+                        mask_test=mask_test)
+             for name, fill in (("nan", np.nan), ("1e6", 1e6))}
+    files["unmasked"] = dict(y=y, mask=mask, y_test=np.where(mask_test[..., None], y_test, 0.0))
+    results = {}
+    for name, arrays in files.items():
+        data, out = tmp_path / f"{name}.npz", tmp_path / f"{name}.json"
+        np.savez(data, **arrays)
+        argv = ["train", "--model", "svae", "--data", str(data), "--latent-dim", "2",
+                "--batch-size", "3", "--out", str(out), "--smoother", "parallel"]
+        assert main(argv + TINY) == 0, name
+        results[name] = json.loads(out.read_text())
+    return results
+
+
+def test_train_on_user_npz_with_mask(masked_npz_runs):
+    res = masked_npz_runs["nan"]
     assert res["config"]["model_config"]["smoother"] == "parallel"  # overrides auto
     assert np.isfinite(res["test_elbo"]) and np.isfinite(res["train_elbo"])
     assert res["true_mll"] is None and res["null_ll"] is None and res["gap_fraction"] is None
-    assert (res["config"]["num_train"], res["config"]["num_test"]) == (8, 3)
+    assert (res["config"]["num_train"], res["config"]["num_test"]) == (6, 3)
     assert res["train_elbo"] > -100, "unobserved steps leaked into the training ELBO"
     # the defaults for a user's data: one hidden layer of 64 in the encoder and decoder
     mc = res["config"]["model_config"]
     assert mc["encoder_hidden"] == [64] and mc["decoder_hidden"] == [64]
 
 
-def test_test_mask_leaves_unobserved_held_out_steps_unscored(tmp_path):
+def test_test_mask_leaves_unobserved_held_out_steps_unscored(masked_npz_runs):
     """With mask_test, held-out steps marked False are neither seen nor scored: NaN or huge
     values there give the same held-out ELBO, unlike the same zero-padded file without
-    mask_test, and `none` widths give linear nets."""
-    rng = np.random.default_rng(2)
-    y = rng.normal(size=(6, 12, 2)).astype(np.float32)
-    y_test = rng.normal(size=(3, 12, 2)).astype(np.float32)
-    mask_test = np.ones((3, 12), bool)
-    mask_test[0, 7:] = mask_test[2, 3:] = False  # shorter held-out sequences, padded
-    results = []
-    for fill in (np.nan, 1e6):
-        data = tmp_path / f"d{fill}.npz"
-        np.savez(data, y=y, y_test=np.where(mask_test[..., None], y_test, fill),
-                 mask_test=mask_test)
-        out = tmp_path / f"r{fill}.json"
-        argv = ["train", "--model", "svae", "--data", str(data), "--latent-dim", "2",
-                "--batch-size", "3", "--encoder-hidden", "none", "--decoder-hidden", "",
-                "--out", str(out)]
-        assert main(argv + TINY) == 0
-        results.append(json.loads(out.read_text()))
+    mask_test."""
+    elbos = [masked_npz_runs[name]["test_elbo"] for name in ("nan", "1e6")]
     # the same zero-padded file without mask_test scores the padding as observed zeros
-    data = tmp_path / "unmasked.npz"
-    np.savez(data, y=y, y_test=np.where(mask_test[..., None], y_test, 0.0))
-    assert main(argv[:4] + [str(data)] + argv[5:-1] + [str(tmp_path / "u.json")] + TINY) == 0
-    unmasked = json.loads((tmp_path / "u.json").read_text())["test_elbo"]
-    elbos = [r["test_elbo"] for r in results]
+    unmasked = masked_npz_runs["unmasked"]["test_elbo"]
     assert np.isfinite(elbos[0]) and elbos[0] > -20, elbos
     np.testing.assert_allclose(elbos, elbos[0], rtol=1e-6)
     assert abs(unmasked - elbos[0]) > 0.05, (unmasked, elbos[0])
-    mc = results[0]["config"]["model_config"]
-    assert mc["encoder_hidden"] == [] and mc["decoder_hidden"] == []
 
 
 def _bad_npz(tmp_path, **arrays):
@@ -146,8 +152,8 @@ def _bad_npz(tmp_path, **arrays):
         (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((2, 5, 3)),
                                                           mask=np.ones((2, 4), bool))], "mask"),
         (lambda p: ["--model", "svae", "--data", "lds", "--q", "-1"], "--q"),
-        (lambda p: ["--model", "svae", "--data", "lds", "--mask-fraction", "2"], "mask_fraction"),
-        (lambda p: ["--model", "svae", "--data", "lds", "--lr-final-fraction", "-1"],
+        (lambda p: ["--model", "svae", *LDS, "--mask-fraction", "2"], "mask_fraction"),
+        (lambda p: ["--model", "svae", *LDS, "--lr-final-fraction", "-1"],
          "lr_final_fraction"),
         # every sequence unobserved, or one of them: nothing to train on or to score
         (lambda p: ["--model", "svae", "--data", _bad_npz(p, y=np.zeros((2, 5, 3)),
@@ -230,8 +236,7 @@ def test_diverged_training_one_error_line_exit_1(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(svae_core.experiments, "train_and_evaluate", diverge)
     out = tmp_path / "r.json"
-    argv = ["train", "--model", "svae", "--data", "lds", "--num-train", "2", "--num-test", "2",
-            "--num-timesteps", "5", "--out", str(out), "--no-progress"]
+    argv = ["train", "--model", "svae", *LDS, "--out", str(out), "--no-progress"]
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: training diverged: non-finite"), err

@@ -8,6 +8,8 @@ come from fixed seeds, so every run sees the same numbers.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -88,15 +90,26 @@ def package_samples(family, eta, n, seed):
     return tuple(np.asarray(d) for d in (draws if isinstance(draws, tuple) else (draws,)))
 
 
-def stats_of(family, samples):
-    """Sufficient statistics of each sample, flattened: (n, P), in ravel_pytree order."""
+@functools.cache
+def _flat_stats(family):
+    """Jitted samples -> (n, P) flattened sufficient statistics of each."""
     mod = MODULES[family]
     if family == "categorical":
         fn = lambda z: mod.sufficient_stats(z, 4)
     else:
         fn = mod.sufficient_stats
-    stats = jax.jit(jax.vmap(fn))(*samples)
-    return np.asarray(jax.vmap(lambda s: ravel_pytree(s)[0])(stats))
+    return jax.jit(jax.vmap(lambda *x: ravel_pytree(fn(*x))[0]))
+
+
+def stats_of(family, samples):
+    """Sufficient statistics of each sample, flattened: (n, P), in ravel_pytree order."""
+    return np.asarray(_flat_stats(family)(*samples))
+
+
+@functools.cache
+def _flat_expected_stats(family):
+    """Jitted η -> ∇A(η) flattened in ravel_pytree order."""
+    return jax.jit(lambda eta: ravel_pytree(MODULES[family].expected_stats(eta))[0])
 
 
 def scipy_log_density(family, p, samples):
@@ -157,9 +170,18 @@ def closed_form_expected_stats(family, p):
     return np.concatenate([np.ravel(x) for x in parts])
 
 
+@functools.cache
+def _flat_hessian_fn(log_partition):
+    """Jitted η -> ∇²A(η) in ravel_pytree coordinates (one per family, shared by the tests)."""
+    def hessian(eta):
+        flat, unravel = ravel_pytree(eta)
+        return jax.hessian(lambda f: log_partition(unravel(f)))(flat)
+
+    return jax.jit(hessian)
+
+
 def flat_hessian(log_partition, eta):
-    flat, unravel = ravel_pytree(eta)
-    return np.asarray(jax.jit(jax.hessian(lambda f: log_partition(unravel(f))))(flat))
+    return np.asarray(_flat_hessian_fn(log_partition)(eta))
 
 
 # ----------------------------------------------------------------------------- conversions
@@ -293,7 +315,7 @@ def test_mniw_unconstrained_ignores_the_strict_upper_triangles():
         eta = unconstrained.mniw_from_unconstrained(r)
         return mniw.log_partition(eta) + base.inner(weights, eta)
 
-    g = jax.grad(f)(raw)
+    g = jax.jit(jax.grad(f))(raw)
     for field, d in [("precision_tril", 4), ("scale_tril", 3)]:
         grad = np.asarray(getattr(g, field))
         np.testing.assert_array_equal(grad[np.triu_indices(d, 1)], 0.0)
@@ -328,8 +350,7 @@ def test_log_prob_matches_scipy(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_expected_stats_closed_form(family):
-    eta = natural(family)
-    grad = ravel_pytree(MODULES[family].expected_stats(eta))[0]
+    grad = _flat_expected_stats(family)(natural(family))
     np.testing.assert_allclose(grad, closed_form_expected_stats(family, standard_params(family)),
                                rtol=1e-10, atol=1e-12)
 
@@ -368,7 +389,7 @@ def test_expected_stats_monte_carlo(family, source):
         samples = scipy_samples(family, p, N_MC, seed=2)
     t = stats_of(family, samples)
     mean, se = t.mean(0), t.std(0, ddof=1) / np.sqrt(N_MC)
-    grad = np.asarray(ravel_pytree(MODULES[family].expected_stats(eta))[0])
+    grad = np.asarray(_flat_expected_stats(family)(eta))
     z = np.abs(mean - grad) / np.maximum(se, 1e-300)
     assert np.all((z < 5) | (np.abs(mean - grad) < 1e-12)), (z.max(), mean, grad)
 
@@ -394,12 +415,13 @@ def kl_pair(family):
 def test_kl_monte_carlo(family):
     pq, pp = kl_pair(family)
     mod = MODULES[family]
-    kl = float(jax.jit(mod.kl)(mod.from_standard(**pq), mod.from_standard(**pp)))
+    kl, kl_self = (float(v) for v in jax.jit(lambda q, p: (mod.kl(q, p), mod.kl(q, q)))(
+        mod.from_standard(**pq), mod.from_standard(**pp)))
     samples = scipy_samples(family, pq, N_MC, seed=4)
     ratio = scipy_log_density(family, pq, samples) - scipy_log_density(family, pp, samples)
     se = ratio.std(ddof=1) / np.sqrt(N_MC)
     assert kl > 0 and abs(ratio.mean() - kl) < 5 * se, (kl, ratio.mean(), se)
-    assert abs(float(mod.kl(mod.from_standard(**pq), mod.from_standard(**pq)))) < 1e-12
+    assert abs(kl_self) < 1e-12
 
 
 def test_kl_closed_forms():
@@ -480,7 +502,7 @@ def test_natural_gradient_is_fisher_inverse_times_gradient(family):
     eta, prior, other = natural(family, 0), natural(family, 1), natural(family, 2)
     stats = jax.tree_util.tree_map(lambda a: 0.7 * a, other)  # any data statistics, packed like η
     elbo = lambda e: base.conjugate_elbo(mod.log_partition, e, prior, stats)
-    grad = ravel_pytree(jax.jit(jax.grad(elbo))(eta))[0]
+    grad = jax.jit(lambda e: ravel_pytree(jax.grad(elbo)(e))[0])(eta)
     fisher = flat_hessian(mod.log_partition, eta)
     nat = np.linalg.pinv(fisher, rtol=1e-10) @ np.asarray(grad)
     target = np.asarray(ravel_pytree(base.natural_gradient(eta, prior, stats))[0])
@@ -583,22 +605,32 @@ def test_pytrees_vmap_jit_optax_and_float32():
     for i, e in enumerate(etas):
         for a, b in zip(batched, niw.expected_stats(e), strict=True):
             np.testing.assert_allclose(a[i], b, rtol=1e-12)
+
     # optax treats η as any other parameter pytree; the natural gradient is the update.
-    opt = optax.sgd(0.5)
-    stats = niw.likelihood_stats(jnp.ones((4, 3)))
-    state = opt.init(etas[0])
-    ng = base.natural_gradient(etas[0], etas[1], stats)
-    updates, _ = opt.update(jax.tree_util.tree_map(jnp.negative, ng), state)
-    new = optax.apply_updates(etas[0], updates)
+    @jax.jit
+    def sgd_step(eta, eta_prior, stats):
+        opt = optax.sgd(0.5)
+        ng = base.natural_gradient(eta, eta_prior, stats)
+        updates, _ = opt.update(jax.tree_util.tree_map(jnp.negative, ng), opt.init(eta))
+        return optax.apply_updates(eta, updates)
+
+    new = sgd_step(etas[0], etas[1], niw.likelihood_stats(np.ones((4, 3))))
     assert isinstance(new, niw.NIWNatural)
-    # Sampling shapes.
-    mu, Sigma = niw.sample(jax.random.PRNGKey(0), etas[0], (2, 5))
+    # Sampling shapes (traced only: the shapes are all this checks).
+    mu, Sigma = jax.eval_shape(lambda eta: niw.sample(jax.random.PRNGKey(0), eta, (2, 5)),
+                               etas[0])
     assert mu.shape == (2, 5, 3) and Sigma.shape == (2, 5, 3, 3)
     # float32 by default, nothing promoted.
+    e32 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), natural("mniw"))
     with jax.enable_x64(False):
-        e32 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), natural("mniw"))
-        out = mniw.expected_stats(e32)
-        A, Sigma = mniw.sample(jax.random.PRNGKey(0), e32, (3,))
+
+        @jax.jit
+        def float32_outputs(e32):
+            out = mniw.expected_stats(e32)
+            A, Sigma = mniw.sample(jax.random.PRNGKey(0), e32, (3,))
+            return out, A, Sigma, mniw.kl(e32, e32)
+
+        out, A, Sigma, kl = float32_outputs(e32)
         assert A.shape == (3, 2, 3) and Sigma.shape == (3, 2, 2)
-        for a in [*out, A, Sigma, mniw.kl(e32, e32)]:
-            assert a.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(a)))
+        for a in [*out, A, Sigma, kl]:
+            assert a.dtype == jnp.float32 and bool(np.all(np.isfinite(a)))

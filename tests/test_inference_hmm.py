@@ -14,6 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+# dynamax sets jax_default_matmul_precision when imported, and that setting keys every jit
+# cache: imported here, before any test compiles, it does not void the programs compiled so far.
+from dynamax.hidden_markov_model import inference as dynamax_hmm
+
 from svae_core.inference import hmm_filter, hmm_sample, hmm_smoother
 
 METHODS = ["sequential", "parallel"]
@@ -77,9 +81,11 @@ def normalised(log_initial, log_transitions):
 # ---------------------------------------------------------------- exactness
 
 
+# The T = 1, (3, 7, False) and K = 4, T = 6 cases have the shapes of later tests' problems,
+# which reuse the smoothers compiled here.
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("K,T,time_varying",
-                         [(2, 1, False), (2, 1, True), (3, 2, False), (3, 5, False),
+                         [(2, 1, False), (2, 1, True), (3, 2, False), (3, 7, False),
                           (3, 5, True), (4, 6, False), (4, 6, True), (2, 9, True)])
 def test_smoother_matches_brute_force(method, K, T, time_varying):
     model = random_model(K * 100 + T, K, T, time_varying)
@@ -103,25 +109,28 @@ def test_filter_matches_brute_force_of_truncated_chains(method, time_varying):
     K, T = 3, 6
     log_initial, log_transitions, log_potentials = random_model(7, K, T, time_varying)
     filt = hmm_filter(log_initial, log_transitions, log_potentials, method=method)
+    filtered, increments = np.asarray(filt.marginals), np.asarray(filt.log_normalizer_increments)
     for t in range(T):
         trans = log_transitions[:t] if time_varying else log_transitions
         marginals, _, log_z = brute_force(log_initial, trans, log_potentials[: t + 1])
-        np.testing.assert_allclose(filt.marginals[t], marginals[-1], rtol=0, atol=1e-10)
-        np.testing.assert_allclose(jnp.sum(filt.log_normalizer_increments[: t + 1]), log_z,
-                                   rtol=1e-12, atol=1e-10)
+        np.testing.assert_allclose(filtered[t], marginals[-1], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(np.sum(increments[: t + 1]), log_z, rtol=1e-12, atol=1e-10)
     _, _, log_z = brute_force(log_initial, log_transitions, log_potentials)
     np.testing.assert_allclose(filt.log_normalizer, log_z, rtol=1e-12)
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_single_step(method):
-    log_initial, log_potentials = np.array([0.3, -1.0, 2.0]), np.array([[1.0, 0.5, -3.0]])
-    for log_transitions in (np.zeros((3, 3)), np.zeros((0, 3, 3))):
+    """T = 1 with time-invariant (K, K) and empty time-varying (0, K, K) transitions (K = 2,
+    the brute-force T = 1 cases' shapes, so their compiled smoothers are reused)."""
+    log_initial, log_potentials = np.array([0.3, 2.0]), np.array([[1.0, -3.0]])
+    for log_transitions in (np.zeros((2, 2)), np.zeros((0, 2, 2))):
         post = hmm_smoother(log_initial, log_transitions, log_potentials, method=method)
         x = log_initial + log_potentials[0]
-        np.testing.assert_allclose(post.marginals[0], np.exp(x) / np.exp(x).sum(), atol=1e-14)
+        np.testing.assert_allclose(np.asarray(post.marginals)[0], np.exp(x) / np.exp(x).sum(),
+                                   atol=1e-14)
         np.testing.assert_allclose(post.log_normalizer, np.log(np.exp(x).sum()), atol=1e-14)
-        assert post.pair_marginals.shape == (0, 3, 3)
+        assert post.pair_marginals.shape == (0, 2, 2)
         samples = hmm_sample(jax.random.PRNGKey(0), log_initial, log_transitions,
                              log_potentials, num_samples=4, method=method)
         assert samples.shape == (4, 1) and samples.dtype == jnp.int32
@@ -134,6 +143,7 @@ def test_vmap_matches_single_sequences():
     for method in METHODS:
         batched = jax.vmap(lambda p, m=method: hmm_smoother(log_initial, log_transitions, p,
                                                              method=m))(pots)
+        batched = jax.tree.map(np.asarray, batched)
         for b in range(4):
             one = hmm_smoother(log_initial, log_transitions, pots[b], method=method)
             np.testing.assert_allclose(batched.marginals[b], one.marginals, atol=1e-13)
@@ -147,19 +157,18 @@ def test_vmap_matches_single_sequences():
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("time_varying", [False, True])
 def test_matches_dynamax_float32(method, time_varying):
-    from dynamax.hidden_markov_model import inference as dx
-
     K, T = 5, 200
     rng = np.random.default_rng(11)
     log_initial, log_transitions = normalised(
         rng.normal(size=K), rng.normal(size=(T - 1, K, K) if time_varying else (K, K)))
     log_potentials = 3.0 * rng.normal(size=(T, K))
     with jax.enable_x64(False):
-        args = [jnp.asarray(x, jnp.float32) for x in (log_initial, log_transitions,
-                                                      log_potentials)]
+        args = [np.asarray(x, np.float32) for x in (log_initial, log_transitions,
+                                                    log_potentials)]
         post = hmm_smoother(*args, method=method)
-        ref = dx.hmm_smoother(jnp.exp(args[0]), jnp.exp(args[1]), args[2])
+        ref = dynamax_hmm.hmm_smoother(np.exp(args[0]), np.exp(args[1]), args[2])
         assert post.marginals.dtype == jnp.float32
+    post = jax.tree.map(np.asarray, post)
     np.testing.assert_allclose(post.marginals, ref.smoothed_probs, rtol=0, atol=1e-5)
     np.testing.assert_allclose(post.log_normalizer, ref.marginal_loglik, rtol=1e-5)
     # dynamax sums the pair marginals over t for a time-invariant transition matrix.
@@ -195,7 +204,9 @@ def test_zero_potentials_are_missing_steps(method):
     log_potentials = 2.0 * rng.normal(size=(T, K))
     missing = (2, 3)
     log_potentials[list(missing)] = 0.0
-    post = hmm_smoother(log_initial, log_transitions, log_potentials, method=method)
+    smooth = lambda pots: jax.tree.map(
+        np.asarray, hmm_smoother(log_initial, log_transitions, pots, method=method))
+    post = smooth(log_potentials)
 
     # The chain with those steps removed (their transitions composed): same posterior at the
     # observed steps, same log normalizer.
@@ -211,17 +222,17 @@ def test_zero_potentials_are_missing_steps(method):
     # Appended zero rows: log Z and the earlier posterior unchanged; the new steps are the
     # prior propagation of the last observed marginal.
     extra = np.concatenate([log_potentials, np.zeros((3, K))])
-    longer = hmm_smoother(log_initial, log_transitions, extra, method=method)
+    longer = smooth(extra)
     np.testing.assert_allclose(longer.log_normalizer, post.log_normalizer, rtol=1e-13)
     np.testing.assert_allclose(longer.marginals[:T], post.marginals, atol=1e-13)
     A = np.exp(log_transitions)
-    propagated = np.asarray(post.marginals[-1])
+    propagated = post.marginals[-1]
     for t in range(T, T + 3):
         propagated = propagated @ A
         np.testing.assert_allclose(longer.marginals[t], propagated, atol=1e-13)
 
     # All missing: the prior marginals π Aᵗ and log Z = 0.
-    prior = hmm_smoother(log_initial, log_transitions, np.zeros((T, K)), method=method)
+    prior = smooth(np.zeros((T, K)))
     marginal = np.exp(log_initial)
     for t in range(T):
         np.testing.assert_allclose(prior.marginals[t], marginal, atol=1e-13)
@@ -234,20 +245,21 @@ def test_zero_potentials_are_missing_steps(method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_gradients_are_the_posterior_marginals(method):
-    K, T = 3, 6
+    """K = 4, T = 6: the shapes of two brute-force cases, whose compiled smoothers this reuses."""
+    K, T = 4, 6
     log_initial, log_transitions, log_potentials = random_model(21, K, T, True)
     log_z = lambda *a: hmm_smoother(*a, method=method).log_normalizer
     post = hmm_smoother(log_initial, log_transitions, log_potentials, method=method)
-    g_init, g_trans, g_pots = jax.grad(log_z, argnums=(0, 1, 2))(
+    g_init, g_trans, g_pots = jax.jit(jax.grad(log_z, argnums=(0, 1, 2)))(
         log_initial, log_transitions, log_potentials)
     np.testing.assert_allclose(g_pots, post.marginals, atol=1e-12)
     np.testing.assert_allclose(g_trans, post.pair_marginals, atol=1e-12)
-    np.testing.assert_allclose(g_init, post.marginals[0], atol=1e-12)
+    np.testing.assert_allclose(g_init, np.asarray(post.marginals)[0], atol=1e-12)
     # Time-invariant transitions: the pair marginals summed over t.
     tied = log_transitions[1]
-    g_tied = jax.grad(log_z, argnums=1)(log_initial, tied, log_potentials)
+    g_tied = jax.jit(jax.grad(log_z, argnums=1))(log_initial, tied, log_potentials)
     tied_post = hmm_smoother(log_initial, tied, log_potentials, method=method)
-    np.testing.assert_allclose(g_tied, tied_post.pair_marginals.sum(0), atol=1e-12)
+    np.testing.assert_allclose(g_tied, np.asarray(tied_post.pair_marginals).sum(0), atol=1e-12)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -266,11 +278,13 @@ def test_gradients_match_finite_differences_and_are_finite(method):
 
     d_trans = np.where(np.isfinite(log_transitions), rng.normal(size=log_transitions.shape), 0)
     d_pots = np.where(np.isfinite(log_potentials), rng.normal(size=log_potentials.shape), 0)
-    g_trans, g_pots = jax.grad(objective, argnums=(0, 1))(log_transitions, log_potentials)
+    value_and_grad = jax.jit(jax.value_and_grad(objective, argnums=(0, 1)))  # one program
+    g_trans, g_pots = map(np.asarray, value_and_grad(log_transitions, log_potentials)[1])
     assert np.all(np.isfinite(g_trans)) and np.all(np.isfinite(g_pots))
     eps = 1e-5
-    fd = (objective(log_transitions + eps * d_trans, log_potentials + eps * d_pots)
-          - objective(log_transitions - eps * d_trans, log_potentials - eps * d_pots)) / (2 * eps)
+    fd = (value_and_grad(log_transitions + eps * d_trans, log_potentials + eps * d_pots)[0]
+          - value_and_grad(log_transitions - eps * d_trans, log_potentials - eps * d_pots)[0]
+          ) / (2 * eps)
     analytic = np.sum(g_trans * d_trans) + np.sum(g_pots * d_pots)
     np.testing.assert_allclose(analytic, fd, rtol=1e-7)
 
@@ -288,8 +302,8 @@ def test_float32_long_sequence_large_potentials():
     log_potentials = rng.uniform(-500, 500, size=(T, K))
     reference = hmm_smoother(log_initial, log_transitions, log_potentials, method="sequential")
     with jax.enable_x64(False):
-        args = [jnp.asarray(x, jnp.float32) for x in (log_initial, log_transitions,
-                                                      log_potentials)]
+        args = [np.asarray(x, np.float32) for x in (log_initial, log_transitions,
+                                                    log_potentials)]
         posts = {m: hmm_smoother(*args, method=m) for m in METHODS}
     for m, post in posts.items():
         assert post.marginals.dtype == jnp.float32
@@ -310,7 +324,9 @@ def test_float32_long_sequence_large_potentials():
 @pytest.mark.parametrize("method", METHODS)
 def test_float32_forbidden_transitions(method):
     """Forbidden transitions and impossible states in float32 with potentials of ±20:
-    within float32 rounding of the float64 result."""
+    within float32 rounding of the float64 result (the sequential one for both methods: one
+    float64 program to compile; both exact paths match test_smoother_matches_brute_force's
+    enumeration to 1e-10)."""
     K, T = 6, 2000
     rng = np.random.default_rng(32)
     log_initial, log_transitions = normalised(rng.normal(size=K), rng.normal(size=(K, K)))
@@ -318,10 +334,10 @@ def test_float32_forbidden_transitions(method):
     log_potentials = rng.uniform(-20, 20, size=(T, K))
     log_potentials[rng.random((T, K)) < 0.2] = -np.inf
     log_potentials[np.arange(T), rng.integers(0, K, T)] = 0.0  # keep a path possible
-    reference = hmm_smoother(log_initial, log_transitions, log_potentials, method=method)
+    reference = hmm_smoother(log_initial, log_transitions, log_potentials, method="sequential")
     assert np.isfinite(reference.log_normalizer)
     with jax.enable_x64(False):
-        post = hmm_smoother(*[jnp.asarray(x, jnp.float32) for x in (
+        post = hmm_smoother(*[np.asarray(x, np.float32) for x in (
             log_initial, log_transitions, log_potentials)], method=method)
     np.testing.assert_allclose(post.marginals, reference.marginals, rtol=0, atol=1e-5)
     np.testing.assert_allclose(post.pair_marginals, reference.pair_marginals, rtol=0, atol=1e-5)
@@ -342,14 +358,14 @@ def test_float32_underflow_degrades_without_nan(method):
 
     def objective(*args):
         post = hmm_smoother(*args, method=method)
-        return post.log_normalizer + jnp.sum(post.marginals[:, 1])
+        return post.log_normalizer + jnp.sum(post.marginals[:, 1]), post
 
     with jax.enable_x64(False):
-        args = [jnp.asarray(x, jnp.float32) for x in (log_initial, log_transitions,
-                                                      log_potentials)]
-        post = hmm_smoother(*args, method=method)
-        grads = jax.grad(objective, argnums=(0, 1, 2))(*args)
-    assert post.log_normalizer == -np.inf
+        args = [np.asarray(x, np.float32) for x in (log_initial, log_transitions,
+                                                    log_potentials)]
+        # The posterior and its gradients from one compiled program.
+        grads, post = jax.jit(jax.grad(objective, argnums=(0, 1, 2), has_aux=True))(*args)
+    assert np.asarray(post.log_normalizer) == -np.inf
     for x in (*post, *grads):
         assert not np.any(np.isnan(x))
 
@@ -360,8 +376,9 @@ def test_float32_underflow_degrades_without_nan(method):
 @pytest.mark.parametrize("method", METHODS)
 def test_samples_match_marginals_and_pair_marginals(method):
     """20 000 joint draws: every frequency of z_t = k and of (z_t, z_{t+1}) = (i, j) within
-    5 standard errors sqrt(p(1−p)/N) of the smoother's (so exactly 0 where p = 0)."""
-    K, T, N = 3, 6, 20_000
+    5 standard errors sqrt(p(1−p)/N) of the smoother's (so exactly 0 where p = 0). K = 4,
+    T = 6: a brute-force case's shapes, whose compiled smoother this reuses."""
+    K, T, N = 4, 6, 20_000
     model = random_model(41, K, T, True)
     post = hmm_smoother(*model, method=method)
     z = hmm_sample(jax.random.PRNGKey(1), *model, num_samples=N, method=method)

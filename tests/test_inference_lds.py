@@ -15,6 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+# dynamax sets jax_default_matmul_precision when imported, and that setting keys every jit
+# cache: imported here, before any test compiles, it does not void the programs compiled so far.
+from dynamax.linear_gaussian_ssm import inference as dynamax_lgssm
 from reference import (
     dense_filtered,
     dense_posterior,
@@ -29,9 +33,13 @@ from svae_core.inference import (
     lds_filter,
     lds_sample,
     lds_smoother,
+    lds_smoother_and_sample,
 )
 
 METHODS = ["sequential", "parallel"]
+# Tests share a few shapes so that a smoother compiled for one is reused by the next (most of
+# this file's time is XLA compiling): float64 (T, D) = (7, 3); float32 (12, 3).
+T64, T32, DIM = 7, 12, 3
 
 
 def problem(seed, T, dim, diagonal=False, missing=(), scale=1.0):
@@ -95,7 +103,7 @@ def test_singular_and_indefinite_looking_potentials():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_all_missing_returns_prior_marginals(method):
-    T, dim = 9, 3
+    T, dim = T64, DIM
     p, _, _ = problem(5, T, dim)
     mu, S = dense_prior_moments(p, T)
     pots = GaussianPotentials(np.zeros((T, dim, dim)), np.zeros((T, dim)))
@@ -113,24 +121,28 @@ def test_all_missing_returns_prior_marginals(method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_missing_steps_contribute_exactly_nothing(method):
-    """A masked step is skipped exactly: zero log-normalizer increment, prediction unchanged."""
-    p, J, h = problem(8, 12, 3, missing=(0, 4, 5, 6, 11))
-    filt = lds_filter(LDSPrior(**p), GaussianPotentials(J, h), method=method)
-    inc = np.asarray(filt.log_normalizer_increments)
+    """A masked step is skipped exactly: zero log-normalizer increment in the forward pass the
+    smoother returns, prediction unchanged."""
+    p, J, h = problem(8, T32, DIM, missing=(0, 4, 5, 6, 11))
+    post = lds_smoother(LDSPrior(**p), GaussianPotentials(J, h), method=method)
+    inc = np.asarray(post.filtered.log_normalizer_increments)
     assert np.all(inc[[0, 4, 5, 6, 11]] == 0.0)
     assert np.all(inc[[1, 2, 3, 7]] != 0.0)
     # The reference conditions only on the observed steps' potentials.
     ref = dense_posterior(p, J, h)
-    post = lds_smoother(LDSPrior(**p), GaussianPotentials(J, h), method=method)
     np.testing.assert_allclose(post.mean, ref["mean"], rtol=2e-4, atol=2e-5)
 
 
 # ---------------------------------------------------------------- sequential vs parallel
 
 
+LONG_T = 10_000
+
+
 @pytest.mark.float32_accuracy
 def test_sequential_and_parallel_agree_float32():
-    T, dim = 300, 4
+    """(T, D) as in test_float32_long_sequence_accuracy, whose compiled smoothers this reuses."""
+    T, dim = LONG_T, DIM
     p, J, h = problem(11, T, dim, missing=range(100, 160))
     prior, pots = LDSPrior(**p), GaussianPotentials(J, h)
     seq = lds_smoother(prior, pots, method="sequential")
@@ -145,9 +157,7 @@ def test_sequential_and_parallel_agree_float32():
 
 
 def test_matches_dynamax_sequential_smoother():
-    from dynamax.linear_gaussian_ssm import inference as dx
-
-    T, dim = 40, 3
+    T, dim = T64, DIM
     p, _, _ = problem(13, T, dim)
     rng = np.random.default_rng(14)
     B = rng.normal(size=(T, dim, dim))
@@ -155,12 +165,17 @@ def test_matches_dynamax_sequential_smoother():
     h = rng.normal(size=(T, dim))
     R = np.linalg.inv(J)
     y = np.einsum("tij,tj->ti", R, h)
+
+    @jax.jit  # one program, not dynamax's parameter set-up op by op
+    def dynamax_smoother(p, R, y):
+        params = dynamax_lgssm.make_lgssm_params(p["m1"], p["Q1"], p["A"], p["Q"],
+                                                 jnp.eye(dim), R, dynamics_bias=p["b"])
+        return dynamax_lgssm.lgssm_smoother(params, y)
+
     with jax.enable_x64(True):
-        a = {k: jnp.asarray(v) for k, v in p.items()}
-        params = dx.make_lgssm_params(a["m1"], a["Q1"], a["A"], a["Q"], jnp.eye(dim),
-                                      jnp.asarray(R), dynamics_bias=a["b"])
-        theirs = dx.lgssm_smoother(params, jnp.asarray(y))
+        theirs = dynamax_smoother(p, R, y)
         ours = lds_smoother(LDSPrior(**p), GaussianPotentials(J, h), method="sequential")
+    ours = jax.tree.map(np.asarray, ours)
     # log N(y; x, J⁻¹) = h·x − ½xᵀJx + [−½ hᵀJ⁻¹h − D/2 log 2π + ½ log|J|]
     const = np.sum(
         -0.5 * np.einsum("ti,ti->t", h, y)
@@ -181,9 +196,12 @@ def test_matches_dynamax_sequential_smoother():
 # ---------------------------------------------------------------- samples
 
 
+NUM_SAMPLES = 40_000
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_sample_moments(method):
-    T, dim, S = 8, 2, 40_000
+    T, dim, S = 8, 2, NUM_SAMPLES
     p, J, h = problem(21, T, dim, missing=(3,))
     ref = dense_posterior(p, J, h)
     with jax.enable_x64(True):
@@ -202,12 +220,13 @@ def test_sample_moments(method):
 
 
 def test_samples_same_noise_same_path_across_methods():
-    p, J, h = problem(22, 20, 3)
+    """(T, D, num_samples) as in test_sample_moments, whose compiled samplers this reuses."""
+    p, J, h = problem(22, 8, 2)
     key = jax.random.PRNGKey(3)
     with jax.enable_x64(True):
-        a = lds_sample(key, LDSPrior(**p), GaussianPotentials(J, h), num_samples=3,
+        a = lds_sample(key, LDSPrior(**p), GaussianPotentials(J, h), num_samples=NUM_SAMPLES,
                        method="sequential")
-        b = lds_sample(key, LDSPrior(**p), GaussianPotentials(J, h), num_samples=3,
+        b = lds_sample(key, LDSPrior(**p), GaussianPotentials(J, h), num_samples=NUM_SAMPLES,
                        method="parallel")
     np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
 
@@ -255,13 +274,14 @@ def test_gradients_match_finite_differences(method):
 
     with jax.enable_x64(True):
         args = (LDSPrior(**p), GaussianPotentials(J, h))
-        f = jax.jit(objective)
-        auto = jax.grad(objective)(args)
-        numeric = _central_differences(f, args)
+        # One compiled program gives the gradient and, at the bumped points, the values.
+        value_and_grad = jax.jit(jax.value_and_grad(objective))
+        auto = value_and_grad(args)[1]
+        numeric = _central_differences(lambda a: value_and_grad(a)[0], args)
         for a, n in zip(jax.tree.leaves(auto), jax.tree.leaves(numeric), strict=True):
             np.testing.assert_allclose(a, n, rtol=1e-5, atol=1e-6)
         # Missing-step entries still receive gradients (the recognition network needs them).
-        assert np.any(np.asarray(auto[1].J[2]) != 0.0)
+        assert np.any(np.asarray(auto[1].J)[2] != 0.0)
 
 
 # ---------------------------------------------------------------- float32 accuracy, long T
@@ -276,7 +296,7 @@ def test_float32_long_sequence_accuracy(method):
     The hardest stable case: across the gap the prior mean drifts far from the data while
     the smoothed mean stays small, so a naive RTS step cancels large terms.
     """
-    T, dim = 10_000, 3
+    T, dim = LONG_T, DIM
     rng = np.random.default_rng(41)
     q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
     p = random_prior(rng, dim)
@@ -293,6 +313,7 @@ def test_float32_long_sequence_accuracy(method):
     post = lds_smoother(LDSPrior(*map(f32, LDSPrior(**p))), GaussianPotentials(f32(J), f32(h)),
                         method=method)
     assert post.mean.dtype == jnp.float32
+    post = jax.tree.map(np.asarray, post)
     for ours, theirs in [(post.mean, ref.mean), (post.cov, ref.cov),
                          (post.cross_cov, ref.cross_cov)]:
         rel = np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs))
@@ -304,6 +325,9 @@ def test_float32_long_sequence_accuracy(method):
 @pytest.mark.float32_accuracy
 @pytest.mark.parametrize("method", METHODS)
 def test_float32_no_nan_at_1e5_steps(method):
+    """Posterior and samples finite at T = 1e5 with a 20 000-step gap, from the combined call
+    (one program to compile; test_smoother_and_sample_equals_separate_calls checks that it
+    returns what lds_smoother and lds_sample do)."""
     T, dim = 100_000, 3
     rng = np.random.default_rng(51)
     p = random_prior(rng, dim, radius=1.0)
@@ -312,8 +336,8 @@ def test_float32_no_nan_at_1e5_steps(method):
     f32 = lambda a: np.asarray(a, np.float32)
     prior = LDSPrior(*map(f32, LDSPrior(**p)))
     pots = GaussianPotentials(f32(J), f32(h))
-    post = lds_smoother(prior, pots, method=method)
-    x = lds_sample(jax.random.PRNGKey(0), prior, pots, num_samples=2, method=method)
+    post, x = lds_smoother_and_sample(jax.random.PRNGKey(0), prior, pots, num_samples=2,
+                                      method=method)
     for a in (post.mean, post.cov, post.cross_cov, post.log_normalizer, x):
         assert np.all(np.isfinite(np.asarray(a)))
 
@@ -322,26 +346,23 @@ def test_float32_no_nan_at_1e5_steps(method):
 
 
 def test_vmap_over_sequences_and_priors():
-    T, dim = 15, 2
-    probs = [problem(60 + i, T, dim) for i in range(3)]
-    priors = jax.tree.map(lambda *x: jnp.stack(x), *[LDSPrior(**p) for p, _, _ in probs])
+    probs = [problem(60 + i, T32, DIM) for i in range(3)]
+    priors = jax.tree.map(lambda *x: np.stack(x), *[LDSPrior(**p) for p, _, _ in probs])
     pots = GaussianPotentials(np.stack([J for _, J, _ in probs]), np.stack([h for *_, h in probs]))
-    batched = jax.jit(jax.vmap(lambda pr, po: lds_smoother(pr, po).log_normalizer))(priors, pots)
-    single = [lds_smoother(LDSPrior(**p), GaussianPotentials(J, h)).log_normalizer
-              for p, J, h in probs]
-    np.testing.assert_allclose(batched, single, rtol=1e-5)
+    smooth = lambda pr, po: lds_smoother(pr, po, method="parallel")
+    batched = jax.jit(jax.vmap(lambda pr, po: smooth(pr, po).log_normalizer))(priors, pots)
+    single = [smooth(LDSPrior(**p), GaussianPotentials(J, h)) for p, J, h in probs]
+    np.testing.assert_allclose(batched, [s.log_normalizer for s in single], rtol=1e-5)
     # one prior, many sequences
-    shared = jax.vmap(lambda po: lds_smoother(LDSPrior(**probs[0][0]), po).mean)(pots)
-    np.testing.assert_allclose(shared[0], lds_smoother(LDSPrior(**probs[0][0]),
-                                                        GaussianPotentials(*probs[0][1:])).mean,
-                               rtol=1e-5, atol=1e-6)
+    shared = jax.jit(jax.vmap(lambda po: smooth(LDSPrior(**probs[0][0]), po).mean))(pots)
+    np.testing.assert_allclose(np.asarray(shared)[0], single[0].mean, rtol=1e-5, atol=1e-6)
 
 
 def test_diagonal_J_equals_dense_diagonal():
-    p, J, h = problem(70, 10, 3, diagonal=True)
+    p, J, h = problem(70, T32, DIM, diagonal=True)
     dense = np.stack([np.diag(j) for j in J])
-    a = lds_smoother(LDSPrior(**p), GaussianPotentials(J, h))
-    b = lds_smoother(LDSPrior(**p), GaussianPotentials(dense, h))
+    a = lds_smoother(LDSPrior(**p), GaussianPotentials(J, h), method="parallel")
+    b = lds_smoother(LDSPrior(**p), GaussianPotentials(dense, h), method="parallel")
     np.testing.assert_allclose(a.mean, b.mean, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(a.log_normalizer, b.log_normalizer, rtol=1e-6)
 
@@ -380,9 +401,7 @@ def test_bad_method_and_num_samples():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_smoother_and_sample_equals_separate_calls(method):
-    from svae_core.inference import lds_smoother_and_sample
-
-    p, J, h = problem(90, 12, 3, missing=(4,))
+    p, J, h = problem(90, T32, DIM, missing=(4,))
     prior, pots, key = LDSPrior(**p), GaussianPotentials(J, h), jax.random.PRNGKey(5)
     post, x = lds_smoother_and_sample(key, prior, pots, num_samples=4, method=method)
     ref = lds_smoother(prior, pots, method=method)

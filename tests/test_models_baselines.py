@@ -29,8 +29,9 @@ def _config():
 
 
 def _data(T, seed=0):
-    """y (T, N) and mask (T,) with every fourth step hidden."""
-    return jax.random.normal(jax.random.key(seed), (T, N)), jnp.arange(T) % 4 != 1
+    """y (T, N) and mask (T,) with every fourth step hidden (NumPy: no eager JAX ops)."""
+    y = np.random.default_rng(seed).normal(size=(T, N)).astype(np.float32)
+    return y, np.arange(T) % 4 != 1
 
 
 @functools.cache
@@ -55,8 +56,8 @@ def _svae_param_shapes():
     return jax.tree.map(jnp.shape, shapes["params"])
 
 
-def _noise(key, S, T):
-    return jax.random.normal(key, (S, T, D))
+def _noise(seed, S, T):
+    return np.random.default_rng(seed).normal(size=(S, T, D)).astype(np.float32)
 
 
 def test_registry_holds_the_papers_five_families():
@@ -87,8 +88,9 @@ def test_terms_finite_and_consistent(name):
 def test_masked_steps_hidden_from_encoder(name):
     model, apply, params, y, mask = _setup(name)
     key = jax.random.key(7)
-    hidden_changed = jnp.where(mask[:, None], y, 100.0)
-    visible_changed = y.at[2].add(1.0)  # step 2 is visible
+    hidden_changed = np.where(mask[:, None], y, 100.0).astype(np.float32)
+    visible_changed = y.copy()
+    visible_changed[2] += 1.0  # step 2 is visible
     assert mask[2] and not mask[1]
 
     def samples(yy):
@@ -101,8 +103,8 @@ def test_masked_steps_hidden_from_encoder(name):
     rec_changed = apply(params, hidden_changed, mask, key, num_samples=2).reconstruction
     assert float(rec_changed) < float(rec) - 100.0
     # Never-observed steps (the contract's ``observed``) are hidden and not scored at all.
-    observed = jnp.arange(y.shape[0]) % 5 != 0
-    never_seen_changed = jnp.where(observed[:, None], y, 100.0)
+    observed = np.arange(y.shape[0]) % 5 != 0
+    never_seen_changed = np.where(observed[:, None], y, 100.0).astype(np.float32)
     a = apply(params, y, mask, key, num_samples=2, observed=observed)
     b = apply(params, never_seen_changed, mask, key, num_samples=2, observed=observed)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -113,20 +115,26 @@ def test_masked_steps_hidden_from_encoder(name):
 def test_log_q_is_density_of_sampler(name):
     """log q(x(ε)) = log N(ε; 0, I) − log|det ∂x/∂ε| for the sampler's map ε -> x."""
     T, S = 30, 2
-    model, apply, params, y, mask = _setup(name, T=T)
-    eps = _noise(jax.random.key(3), S, T)
+    model, _, params, y, mask = _setup(name, T=T)
+    eps = _noise(3, S, T)
 
-    def path(e):
-        x, _ = apply(params, y, mask, e.reshape(S, T, D), method="sample_and_log_prob")
-        return x.reshape(-1)
+    @jax.jit
+    def jacobian_and_log_q(e):
+        """(∂x/∂ε over both samples' flattened paths, log q (S,)) in one program."""
+        def path(e):
+            x, _ = model.apply(params, y, mask, e.reshape(S, T, D), method="sample_and_log_prob")
+            return x.reshape(-1)
 
+        return (jax.jacfwd(path)(e.reshape(-1)),
+                model.apply(params, y, mask, e, method="sample_and_log_prob")[1])
+
+    jac, log_q = jacobian_and_log_q(eps)
     # Samples are independent, so the joint log-density is the sum over both of them.
-    jac = np.asarray(jax.jacfwd(path)(eps.reshape(-1)), np.float64)
+    jac = np.asarray(jac, np.float64)
     e = np.asarray(eps, np.float64).reshape(-1)
     expected = -0.5 * (e @ e + e.size * np.log(2 * np.pi)) - np.linalg.slogdet(jac)[1]
-    _, log_q = apply(params, y, mask, eps, method="sample_and_log_prob")
     assert log_q.shape == (S,)
-    np.testing.assert_allclose(float(jnp.sum(log_q)), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(np.sum(log_q)), expected, rtol=1e-5)
 
 
 def _dense_logpdf(x, mean, cov):
@@ -139,7 +147,7 @@ def _dense_logpdf(x, mean, cov):
 @pytest.mark.parametrize("name", ["rnn_mf", "rnn_ar_l", "cnn_ar_l"])
 def test_monte_carlo_kl_matches_exact(name):
     T, S = 5, 20000
-    model, apply, params, y, mask = _setup(name, T=T, seed=1)
+    model, _, params, y, mask = _setup(name, T=T, seed=1)
     p = jax.tree.map(np.array, params["params"])
     # A non-trivial prior offset and, for AR-L, transitions of order 1 rather than ~0.
     p["prior"]["m1"] = np.array([0.5, -0.3], np.float32)
@@ -149,8 +157,17 @@ def test_monte_carlo_kl_matches_exact(name):
         p["heads"]["transition_out"]["bias"] = np.array([0.6, 0.3, -0.4, 0.5], np.float32)
     params = {"params": p}
 
-    q = jax.tree.map(lambda a: np.asarray(a, np.float64),
-                     apply(params, y, mask, method="gaussian_params"))
+    @jax.jit
+    def run(params, key):
+        """(q's parameters, the model's KL estimate, posterior means and samples for S draws,
+        the prior)."""
+        ap = functools.partial(model.apply, params, y, mask)
+        return (ap(method="gaussian_params"), ap(key, num_samples=S).kl,
+                ap(key, num_samples=S, method="posterior"),
+                LearnedLDSPrior(D).apply({"params": params["params"]["prior"]}))
+
+    q, kl, post, prior = run(params, jax.random.key(11))
+    q = jax.tree.map(lambda a: np.asarray(a, np.float64), q)
     if name != "rnn_mf":
         assert np.abs(q.A[1:]).max() > 0.3
     # q's joint moments: (I − B) x = m + √v ε with B_{t,t-1} = A_t.
@@ -160,7 +177,6 @@ def test_monte_carlo_kl_matches_exact(name):
     L = np.linalg.inv(np.eye(T * D) - B)
     mean_q = L @ q.m.reshape(-1)
     cov_q = L @ np.diag(q.v.reshape(-1)) @ L.T
-    prior = LearnedLDSPrior(D).apply({"params": p["prior"]})
     mean_p, cov_p = dense_prior_moments(
         {k: np.asarray(v, np.float64) for k, v in prior._asdict().items()}, T)
     P = np.linalg.inv(cov_p)
@@ -168,9 +184,7 @@ def test_monte_carlo_kl_matches_exact(name):
     exact = 0.5 * (np.trace(P @ cov_q) + diff @ P @ diff - T * D
                    + np.linalg.slogdet(cov_p)[1] - np.linalg.slogdet(cov_q)[1])
 
-    key = jax.random.key(11)
-    kl = float(apply(params, y, mask, key, num_samples=S).kl)
-    post = apply(params, y, mask, key, num_samples=S, method="posterior")
+    kl = float(kl)
     np.testing.assert_allclose(np.asarray(post.mean, np.float64).reshape(-1), mean_q,
                                rtol=1e-5, atol=1e-5)
     x = np.asarray(post.samples, np.float64).reshape(S, -1)
@@ -188,8 +202,9 @@ def test_monte_carlo_kl_matches_exact(name):
 def test_sampling_dependence_on_earlier_noise(name, autoregressive):
     T, t = 30, 10
     model, apply, params, y, mask = _setup(name, T=T)
-    eps = _noise(jax.random.key(2), 2, T)
-    eps_changed = eps.at[:, t - 1].add(1.5)
+    eps = _noise(2, 2, T)
+    eps_changed = eps.copy()
+    eps_changed[:, t - 1] += 1.5
 
     def path(e):
         return apply(params, y, mask, e, method="sample_and_log_prob")[0]
@@ -213,7 +228,7 @@ def _lds_data(num_seq=5, T=20, seed=0):
     for t in range(1, T):
         x[:, t] = x[:, t - 1] @ A.T + np.sqrt(0.1) * rng.normal(size=(num_seq, D))
     y = x @ C.T + np.sqrt(0.1) * rng.normal(size=(num_seq, T, N))
-    return jnp.asarray(y, jnp.float32)
+    return y.astype(np.float32)
 
 
 @pytest.mark.slow
@@ -221,7 +236,7 @@ def _lds_data(num_seq=5, T=20, seed=0):
 def test_elbo_improves_with_training(name):
     y = _lds_data()
     B, T = y.shape[:2]
-    mask = jnp.ones((B, T), bool)
+    mask = np.ones((B, T), bool)
     model, _, params = _model(name)
     opt = optax.adam(1e-2)
 
@@ -231,7 +246,6 @@ def test_elbo_improves_with_training(name):
                                                         num_samples=num_samples))(y, mask, keys)
         return jnp.mean(terms.elbo)
 
-    @jax.jit
     def train(params, key):
         def step(carry, k):
             params, state = carry
@@ -243,25 +257,47 @@ def test_elbo_improves_with_training(name):
                                       jax.random.split(key, 300))
         return params
 
-    evaluate = jax.jit(lambda p: mean_elbo(p, jax.random.key(99), 64))
-    before = float(evaluate(params))
-    after = float(evaluate(train(params, jax.random.key(2))))
+    @jax.jit
+    def elbo_before_and_after(params, key):
+        """Mean ELBO (64 samples) at params and after training: one program, the evaluation
+        vmapped over the two parameter sets so it is traced and compiled once."""
+        both = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, train(params, key))
+        return jax.vmap(lambda p: mean_elbo(p, jax.random.key(99), 64))(both)
+
+    before, after = (float(v) for v in elbo_before_and_after(params, jax.random.key(2)))
     assert np.isfinite(after)
     assert after > before + 0.5 * abs(before), (before, after)
 
 
-@pytest.mark.parametrize("kernel", [1, 4, 5, 10])
-def test_time_conv_equals_flax_conv_same(kernel):
-    """The matmul convolution of CNN-AR-L is nn.Conv(padding='SAME'): same init, same output."""
+TIME_CONV_KERNELS = (1, 4, 5, 10)
+
+
+@functools.cache
+def _time_convs():
+    """{kernel: (TimeConv params, nn.Conv params, both outputs with one random kernel)} for
+    every kernel size of the test below, from one compiled program."""
     import flax.linen as nn
 
     from svae_core.models.cnn_ar_l import TimeConv
 
-    x = jax.random.normal(jax.random.PRNGKey(1), (17, 3))
-    ours, ref = TimeConv(6, kernel), nn.Conv(6, (kernel,), padding="SAME")
-    p_ours = ours.init(jax.random.PRNGKey(2), x)
-    p_ref = ref.init(jax.random.PRNGKey(2), x)
+    @jax.jit
+    def run():
+        x = jax.random.normal(jax.random.PRNGKey(1), (17, 3))
+        out = {}
+        for kernel in TIME_CONV_KERNELS:
+            ours, ref = TimeConv(6, kernel), nn.Conv(6, (kernel,), padding="SAME")
+            p = {"params": {"kernel": jax.random.normal(jax.random.PRNGKey(3), (kernel, 3, 6)),
+                            "bias": jnp.arange(6.0)}}
+            out[kernel] = (ours.init(jax.random.PRNGKey(2), x), ref.init(jax.random.PRNGKey(2), x),
+                           ours.apply(p, x), ref.apply(p, x))
+        return out
+
+    return run()
+
+
+@pytest.mark.parametrize("kernel", TIME_CONV_KERNELS)
+def test_time_conv_equals_flax_conv_same(kernel):
+    """The matmul convolution of CNN-AR-L is nn.Conv(padding='SAME'): same init, same output."""
+    p_ours, p_ref, out_ours, out_ref = _time_convs()[kernel]
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), p_ours, p_ref)
-    p_ref = {"params": {"kernel": jax.random.normal(jax.random.PRNGKey(3), (kernel, 3, 6)),
-                        "bias": jnp.arange(6.0)}}
-    np.testing.assert_allclose(ours.apply(p_ref, x), ref.apply(p_ref, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out_ours, out_ref, rtol=1e-5, atol=1e-5)

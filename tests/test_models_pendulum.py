@@ -39,17 +39,18 @@ def _frame_config():
 
 
 def _frames(seed=0):
-    return jax.random.normal(jax.random.key(seed), (T, H * W))
+    """(T, H·W) standard normal pixels (NumPy: test inputs need no eager JAX ops)."""
+    return np.random.default_rng(seed).normal(size=(T, H * W)).astype(np.float32)
 
 
-MASK = jnp.arange(T) % 4 != 1  # steps 1, 5, 9 hidden
+MASK = np.arange(T) % 4 != 1  # steps 1, 5, 9 hidden
 
 
 @functools.cache
 def _frame_model(name):
     """(model, probe): probe(y, mask, key) initialises the model (a fixed key; parameters do
     not depend on y's values) and runs every query in one compiled program, so each model
-    compiles once for all the image tests."""
+    compiles once for all the image tests; it returns NumPy arrays."""
     model = build_model(name, _frame_config())
 
     @_jit
@@ -68,7 +69,7 @@ def _frame_model(name):
                    method="predictive_log_likelihood"),
         )
 
-    return model, probe
+    return model, lambda y, mask, key: jax.tree.map(np.asarray, probe(y, mask, key))
 
 
 def test_frame_config_validation():
@@ -80,32 +81,32 @@ def test_frame_config_validation():
 
 
 def test_patch_layers_are_stride_2_convolutions():
-    x = jax.random.normal(jax.random.key(0), (2, 6, 4, 3))
+    x = np.random.default_rng(0).normal(size=(2, 6, 4, 3)).astype(np.float32)
 
     @_jit
     def run(x):
         conv, deconv = PatchConv(5), PatchDeconv(5)
         pc, pd = conv.init(jax.random.key(1), x), deconv.init(jax.random.key(2), x)
-        return pc["params"], conv.apply(pc, x), pd["params"], deconv.apply(pd, x)
+        expected = jax.lax.conv_general_dilated(x, pc["params"]["kernel"], (2, 2), "VALID",
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return pc["params"], conv.apply(pc, x), pd["params"], deconv.apply(pd, x), expected
 
-    pc, out_c, pd, out_d = jax.tree.map(np.asarray, run(x))
-    expected = jax.lax.conv_general_dilated(x, pc["kernel"], (2, 2), "VALID",
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(out_c, np.asarray(expected) + pc["bias"], atol=1e-5)
+    pc, out_c, pd, out_d, expected = jax.tree.map(np.asarray, run(x))
+    np.testing.assert_allclose(out_c, expected + pc["bias"], atol=1e-5)
     assert out_d.shape == (2, 12, 8, 5)
     for a in range(2):
         for b in range(2):  # output pixel (2i + a, 2j + b) reads input pixel (i, j) only
             np.testing.assert_allclose(out_d[:, a::2, b::2],
-                                       np.asarray(x) @ pd["kernel"][:, a, b] + pd["bias"],
-                                       atol=1e-5)
+                                       x @ pd["kernel"][:, a, b] + pd["bias"], atol=1e-5)
 
 
 def test_frame_networks_odd_sizes_pad_and_crop():
     """A 10×7 frame is the 12×8 frame zero-padded at the bottom and right; the 10×7 decoder
     is the top-left crop of the 12×8 one (same parameters: only log_var's size differs)."""
-    frames = jax.random.normal(jax.random.key(0), (2, 3, 10, 7))
-    padded = jnp.pad(frames, ((0, 0), (0, 0), (0, 2), (0, 1)))
-    x = jax.random.normal(jax.random.key(3), (4, 2, 3))
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(2, 3, 10, 7)).astype(np.float32)
+    padded = np.pad(frames, ((0, 0), (0, 0), (0, 2), (0, 1)))
+    x = rng.normal(size=(4, 2, 3)).astype(np.float32)
 
     @_jit
     def run(frames, padded, x):
@@ -124,6 +125,13 @@ def test_frame_networks_odd_sizes_pad_and_crop():
     np.testing.assert_array_equal(mean, crop)
 
 
+def _with_row(y, t, row):
+    """A copy of y with step t replaced by row."""
+    y = y.copy()
+    y[t] = row
+    return y
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_frame_models(name):
     model, probe = _frame_model(name)
@@ -140,24 +148,26 @@ def test_frame_models(name):
 
     # A visible frame reaches the posterior and the ELBO; a hidden one only the
     # reconstruction (it is still scored), never the posterior.
-    visible = probe(y.at[2].add(jnp.linspace(-1, 1, H * W)), MASK, key)
+    ramp = np.linspace(-1, 1, H * W, dtype=np.float32)
+    visible = probe(_with_row(y, 2, y[2] + ramp), MASK, key)
     assert not np.allclose(visible["samples"], out["samples"])
     assert abs(float(visible["terms"].elbo - terms.elbo)) > 1e-3
-    hidden = probe(jnp.where(MASK[:, None], y, 7.0), MASK, key)
+    hidden = probe(np.where(MASK[:, None], y, np.float32(7.0)), MASK, key)
     np.testing.assert_array_equal(hidden["samples"], out["samples"])
     np.testing.assert_array_equal(hidden["mean"], out["mean"])
     assert float(hidden["terms"].reconstruction) < float(terms.reconstruction) - 100.0
 
     # Forecasts read frames 1..T0 only (the scored future enters the weights alone).
-    future_changed = probe(y.at[T0:].set(3.0), MASK, key)
+    future_changed = probe(np.where(np.arange(T)[:, None] < T0, y, np.float32(3.0)), MASK,
+                           key)
     np.testing.assert_array_equal(future_changed["future"], out["future"])
     assert abs(float(future_changed["pll"][0] - out["pll"][0])) > 1.0
-    past_changed = probe(y.at[T0 - 1].add(jnp.linspace(-1, 1, H * W)), MASK, key)
+    past_changed = probe(_with_row(y, T0 - 1, y[T0 - 1] + ramp), MASK, key)
     assert not np.allclose(past_changed["future"], out["future"])
 
     # Baselines see hidden frames as zero frames; the SVAE drops their potentials instead,
     # which differs from a visible zero frame.
-    zeroed = probe(jnp.where(MASK[:, None], y, 0.0), jnp.ones(T, bool), key)
+    zeroed = probe(np.where(MASK[:, None], y, np.float32(0.0)), np.ones(T, bool), key)
     if name == "svae":
         assert not np.allclose(zeroed["samples"], out["samples"])
     else:
@@ -165,7 +175,7 @@ def test_frame_models(name):
 
     # The estimator is the float64 log-mean-exp of the decoded futures' log-likelihoods.
     mean, log_var = (np.asarray(a, np.float64) for a in out["decoded"])
-    yf = np.asarray(y[T0:], np.float64)
+    yf = y[T0:].astype(np.float64)
     log_w = -0.5 * np.sum((yf - mean) ** 2 / np.exp(log_var) + log_var + np.log(2 * np.pi),
                           axis=(-2, -1))
     m = log_w.max()
@@ -175,7 +185,7 @@ def test_frame_models(name):
     np.testing.assert_allclose(float(out["pll"][0]), est, rtol=1e-5)
     np.testing.assert_allclose(float(out["pll"][1]), se, rtol=1e-3, atol=1e-6)
     ess = np.sum(ratio) ** 2 / np.sum(ratio**2)
-    np.testing.assert_allclose(float(effective_sample_size(jnp.asarray(log_w, jnp.float32))),
+    np.testing.assert_allclose(float(_jit(effective_sample_size)(log_w.astype(np.float32))),
                                ess, rtol=1e-4)
 
 
@@ -183,11 +193,15 @@ def test_svae_all_frames_masked_gives_prior_marginals():
     model, probe = _frame_model("svae")
     params = probe(_frames(), MASK, jax.random.key(0))["params"]
     params = _set_prior(params, _ROT, _B, 0.1 * np.eye(D), [1.0, -0.5], np.eye(D))
-    none = jnp.zeros(T, bool)
-    post, _ = _jit(functools.partial(model.apply, method="posterior"))(
-        params, _frames(), none, jax.random.key(0))
-    prior = model.apply(params, method=lambda m: m.prior())
-    means, covs = prior_marginals(prior, T)
+
+    @_jit
+    def run(params, y, mask, key):
+        """(q with every frame hidden, the prior's marginals)."""
+        post, _ = model.apply(params, y, mask, key, method="posterior")
+        return post, prior_marginals(model.apply(params, method=lambda m: m.prior()), T)
+
+    post, (means, covs) = jax.tree.map(np.asarray, run(params, _frames(), np.zeros(T, bool),
+                                                       jax.random.key(0)))
     np.testing.assert_allclose(post.mean, means, atol=1e-5)
     np.testing.assert_allclose(post.cov, covs, rtol=1e-4, atol=1e-5)
     assert abs(float(post.log_normalizer)) < 1e-5
@@ -232,8 +246,8 @@ def _linear_svae():
     r = np.array([0.5, 0.3, 0.8], np.float32)  # diagonal of R
     J = C.astype(np.float64).T @ np.diag(1 / r) @ C
     model = build_model("svae", ModelConfig(D, N_VEC, potential="dense", smoother="sequential"))
-    y0 = jnp.zeros((T_VEC, N_VEC))
-    params = model.init(jax.random.key(1), y0, jnp.ones(T_VEC, bool), jax.random.key(2))
+    y0 = np.zeros((T_VEC, N_VEC), np.float32)
+    params = _jit(model.init)(jax.random.key(1), y0, np.ones(T_VEC, bool), jax.random.key(2))
     params = _set_prior(params, _ROT, _B, 0.1 * np.eye(D), [1.0, -0.5], np.eye(D))
     p = params["params"]
     L = np.linalg.cholesky(J)
@@ -265,7 +279,7 @@ def test_forecast_rolls_the_prior_forward():
     """forecast = x_{t0} from posterior_samples (first half of the key), then the prior's
     x_{k+1} = A x_k + b + N(0, Q) (code shared by every model)."""
     model, params, _, run = _linear_svae()
-    y = jax.random.normal(jax.random.key(0), (T_VEC, N_VEC))
+    y = np.random.default_rng(0).normal(size=(T_VEC, N_VEC)).astype(np.float32)
     key = jax.random.key(3)
 
     # Q -> tiny (2e-6 I): the rollout is the deterministic map x_{k+1} = A x_k + b.
@@ -301,8 +315,8 @@ def test_predictive_log_likelihood_is_exact_for_a_linear_gaussian_svae():
     of y_{1:T} (float64) under the hand-set SVAE's own prior."""
     model, params, (C, d, r), run = _linear_svae()
     TT, t0, N = T_VEC, T0_VEC, N_VEC
-    prior = {k: np.asarray(v, np.float64)
-             for k, v in model.apply(params, method=lambda m: m.prior())._asdict().items()}
+    prior = _jit(lambda p: model.apply(p, method=lambda m: m.prior()))(params)
+    prior = {k: np.asarray(v, np.float64) for k, v in prior._asdict().items()}
     np.testing.assert_allclose(prior["A"], _ROT, atol=1e-6)
     mu_x, cov_x = dense_prior_moments(prior, TT)
     Cb = np.kron(np.eye(TT), C)
@@ -316,7 +330,7 @@ def test_predictive_log_likelihood_is_exact_for_a_linear_gaussian_svae():
     exact = _gaussian_logpdf(y[fut], mu_y[fut] + gain_y @ (y[past] - mu_y[past]),
                              cov_y[fut, fut] - gain_y @ cov_y[past, fut])
 
-    _, _, (est, se), post_mean = run(params, jnp.asarray(y.reshape(TT, N), jnp.float32),
+    _, _, (est, se), post_mean = run(params, y.reshape(TT, N).astype(np.float32),
                                      jax.random.key(7))
     # The hand-set potentials make q the exact posterior: its means are E[x | y].
     exact_mean = mu_x + cov_x @ Cb.T @ np.linalg.solve(cov_y, y - mu_y)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -35,7 +36,9 @@ def small_data(num=12, T=30, N=4, seed=0):
 
 
 def test_random_block_masks_hide_one_contiguous_block():
-    masks = np.asarray(random_block_masks(jax.random.PRNGKey(0), 500, 50, 0.4))
+    # jitted whole (as in the training step): one compile instead of one per eager op
+    masks_of = jax.jit(random_block_masks, static_argnums=(1, 2, 3))
+    masks = np.asarray(masks_of(jax.random.PRNGKey(0), 500, 50, 0.4))
     lengths = []
     for row in masks:
         hidden = np.flatnonzero(~row)
@@ -44,7 +47,7 @@ def test_random_block_masks_hide_one_contiguous_block():
         lengths.append(hidden.size)
     assert max(lengths) <= 20 and min(lengths) == 0
     assert len(set(lengths)) > 10  # lengths vary from step to step
-    assert np.all(np.asarray(random_block_masks(jax.random.PRNGKey(1), 5, 50, 0.0)))
+    assert np.all(np.asarray(masks_of(jax.random.PRNGKey(1), 5, 50, 0.0)))
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +126,7 @@ def test_learning_rate_schedule_warmup_constant_then_cosine():
     steps = np.arange(120)
     cosine = 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * np.clip(steps - 50, 0, 40) / 40))
     expected = np.where(steps < 10, 2.0 * steps / 10, np.where(steps < 50, 2.0, 2.0 * cosine))
-    np.testing.assert_allclose([float(rate(s)) for s in steps], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(jax.vmap(rate))(steps), expected, rtol=1e-5, atol=1e-6)
     plain = learning_rate_schedule(2.0, TrainConfig(warmup_steps=10))
     assert float(plain(10_000)) == 2.0
 
@@ -135,12 +138,17 @@ def test_weight_decay_shrinks_parameters_the_loss_does_not_touch():
     zero = jax.tree.map(jnp.zeros_like, params)
     for decay, factor in ((0.0, 1.0), (0.1, 1.0 - 0.5 * 0.1)):
         opt = default_optimizer(0.5, TrainConfig(warmup_steps=1, weight_decay=decay))
-        state, p = opt.init(params), params
-        for _ in range(3):
-            updates, state = opt.update(zero, state, p)
-            p = optax.apply_updates(p, updates)
+
+        @jax.jit  # one compile instead of one per eager op
+        def three_steps(p, opt=opt):
+            state = opt.init(p)
+            for _ in range(3):
+                updates, state = opt.update(zero, state, p)
+                p = optax.apply_updates(p, updates)
+            return p
+
         # step 0 is the warm-up's zero rate: two decayed steps at the full rate
-        np.testing.assert_allclose(p["w"], params["w"] * factor**2, rtol=1e-6)
+        np.testing.assert_allclose(three_steps(params)["w"], params["w"] * factor**2, rtol=1e-6)
     with pytest.raises(ValueError, match="weight_decay"):
         TrainConfig(weight_decay=-1.0)
 
@@ -187,11 +195,10 @@ def test_training_improves_elbo(trainer):
     assert elbo[-1] > elbo[0] + 0.1, elbo
 
 
-def test_nan_guard_names_step_and_quantity():
-    y = small_data()
-    y = y.at[:, 5, 0].set(jnp.nan)
-    cfg = TrainConfig(steps=20, batch_size=4, log_every=10)
-    tr = Trainer(build_model("svae", ModelConfig(2, 4, smoother=SMOOTHER)), y, cfg)
+def test_nan_guard_names_step_and_quantity(trainer):
+    """A NaN in the data makes the first chunk's ELBO non-finite. The fixture's model and
+    settings on data of its shape: the compiled chunk is the fixture's."""
+    tr = Trainer(trainer.model, trainer.y.at[:, 5, 0].set(jnp.nan), trainer.config)
     with pytest.raises(TrainingDivergedError, match=r"non-finite elbo .* at step 0 in run 0"):
         tr.fit(tr.init_runs([0]), progress=False)
 
@@ -209,3 +216,31 @@ def test_bad_trainer_inputs():
         TrainConfig(lr_final_fraction=2.0)
     with pytest.raises(ValueError, match="lr_decay_steps"):
         TrainConfig(lr_decay_start=10, lr_decay_steps=0)
+
+
+def test_trainers_of_equal_settings_share_one_compiled_chunk_and_train_on_their_own_data():
+    """The chunk program takes the data as an argument: a second Trainer of an equal model and
+    step settings (other data, step count, logging and rate) reuses the first's compiled
+    program, yet trains on its own data; a setting inside the step (masking) gets its own."""
+    from svae_core import training
+
+    rng = np.random.default_rng(3)
+    model = build_model("svae", ModelConfig(2, 3, smoother="sequential"))
+    y_a, y_b = (rng.normal(size=(6, 8, 3)).astype(np.float32) for _ in range(2))
+    base = TrainConfig(steps=4, batch_size=3, log_every=2, warmup_steps=1)
+    first = Trainer(model, y_a, base)
+    again = Trainer(model, y_a, dataclasses.replace(base, steps=6, learning_rate=1e-2))
+    other = Trainer(model, y_b, dataclasses.replace(base, log_every=3, checkpoint_every=3))
+    masked = Trainer(model, y_a, dataclasses.replace(base, mask_fraction=0.3))
+    program = training._chunk_program(first._program)
+    assert training._chunk_program(again._program) is program
+    assert training._chunk_program(other._program) is program
+    assert training._chunk_program(masked._program) is not program
+
+    h_first = first.fit(first.init_runs([0]), progress=False).history["elbo"]
+    h_again = again.fit(again.init_runs([0], [base.learning_rate]), progress=False,
+                        until=4).history["elbo"]
+    h_other = other.fit(other.init_runs([0]), progress=False, until=2).history["elbo"]
+    assert program._cache_size() == 1  # one compiled chunk served all three runs
+    np.testing.assert_array_equal(h_again, h_first)  # same data, seed and rate: same run
+    assert not np.allclose(h_other[0], h_first[0])  # its own data, not the first Trainer's

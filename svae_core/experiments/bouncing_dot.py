@@ -67,7 +67,8 @@ class BouncingDotSettings:
     after them (the test windows are observed + ⌈predict_periods · period⌉ frames long).
     latent_dim, hidden: the model (2016: 10, one layer of 50 tanh units). steps, early_step
     (the snapshot of Fig. 4's early panels), batch_size, log_every: training. seeds; step_sizes
-    per optimiser (module docstring), whose keys are the optimisers trained; network_rate: Adam's rate for the networks.
+    per optimiser (module docstring), whose keys are the optimisers trained; network_rate:
+    Adam's rate for the networks.
     prediction_samples: joint samples per test window; eval_samples: samples per sequence in
     the held-out ELBO.
     """

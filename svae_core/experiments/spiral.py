@@ -62,9 +62,10 @@ class SpiralSettings:
     latent_dim D, hidden: MLP widths of encoder and decoder. steps, batch_size, log_every:
     training (log_every also sets the resolution of ``steps_to_threshold``). seeds: network
     and q(θ) initialisations. step_sizes: per optimiser, the step sizes tried (module
-    docstring), whose keys are the optimisers trained. network_rate: Adam's rate for the networks in every run. mean_scale: sd of
-    the initial component means in latent space. second_term_from: the fraction of the steps
-    after which ``natgrad`` adds Eq. 4's second term. vb_iters: sweeps of the plain GMM.
+    docstring), whose keys are the optimisers trained. network_rate: Adam's rate for the
+    networks in every run. mean_scale: sd of the initial component means in latent space.
+    second_term_from: the fraction of the steps after which ``natgrad`` adds Eq. 4's second
+    term. vb_iters: sweeps of the plain GMM.
     num_samples: reparameterised samples per point in training; eval_samples in evaluation.
     """
 

@@ -25,9 +25,8 @@ KEYS = {"config", "train_elbo", "test_elbo", "test_elbo_se", "true_mll", "null_l
 def test_train_on_generated_lds(tmp_path, capsys):
     out = tmp_path / "r.json"
     argv = ["train", "--model", "svae", *LDS, "--out", str(out),
-            "--lr-decay-start", "10", "--lr-decay-steps", "10",
-            "--encoder-hidden", "none", "--decoder-hidden", ""]
-    assert main(argv + TINY) == 0  # the npz runs below force the parallel smoother
+            "--lr-decay-start", "10", "--lr-decay-steps", "10"]
+    assert main(argv + TINY) == 0  # the masked npz runs below force the parallel smoother
     res = json.loads(out.read_text())
     assert KEYS <= set(res)
     assert res["config"]["model"] == "svae"
@@ -48,20 +47,18 @@ def test_train_on_generated_lds(tmp_path, capsys):
     # An ELBO is a lower bound on the true log-likelihood.
     assert res["test_elbo"] <= res["true_mll"] + 4 * res["test_elbo_se"]
     assert res["null_ll"] < res["true_mll"]
-    # `none` and empty widths give linear nets
-    mc = res["config"]["model_config"]
-    assert mc["encoder_hidden"] == [] and mc["decoder_hidden"] == []
 
 
 def test_train_with_natural_gradient_globals_on_a_user_npz_with_mask(tmp_path):
     """--globals natgrad: q(θ) by SVI; the JSON records it, the held-out ELBO is finite and
     the ELBO under the trained q(θ) improves on the prior's (the first logged chunk)."""
     rng = np.random.default_rng(1)
-    y = rng.normal(size=(6, 20, 3)).astype(np.float32)
-    mask = np.ones((6, 20), bool)
+    # the generated-LDS test's sizes: the eager operations compiled there serve here
+    y = rng.normal(size=(10, 30, 3)).astype(np.float32)
+    mask = np.ones((10, 30), bool)
     mask[:, 5:8] = False
     data = tmp_path / "d.npz"
-    np.savez(data, y=y, y_test=rng.normal(size=(2, 20, 3)), mask=mask)
+    np.savez(data, y=y, y_test=rng.normal(size=(4, 30, 3)), mask=mask)
     out = tmp_path / "r.json"
     argv = ["train", "--model", "svae", "--data", str(data), "--latent-dim", "2",
             "--batch-size", "3", "--globals", "natgrad", "--natgrad-step", "0.5",
@@ -71,6 +68,9 @@ def test_train_with_natural_gradient_globals_on_a_user_npz_with_mask(tmp_path):
     assert res["config"]["globals"] == "natgrad" and res["config"]["natgrad_step"] == 0.5
     assert np.isfinite(res["test_elbo"]) and np.isfinite(res["train_elbo"])
     assert res["history"]["elbo"][-1] > res["history"]["elbo"][0]
+    # the defaults for a user's data: one hidden layer of 64 in the encoder and decoder
+    mc = res["config"]["model_config"]
+    assert mc["encoder_hidden"] == [64] and mc["decoder_hidden"] == [64]
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,8 @@ def masked_npz_runs(tmp_path_factory):
         data, out = tmp_path / f"{name}.npz", tmp_path / f"{name}.json"
         np.savez(data, **arrays)
         argv = ["train", "--model", "svae", "--data", str(data), "--latent-dim", "2",
-                "--batch-size", "3", "--out", str(out), "--smoother", "parallel"]
+                "--batch-size", "3", "--encoder-hidden", "none", "--decoder-hidden", "",
+                "--out", str(out), "--smoother", "parallel"]
         assert main(argv + TINY) == 0, name
         results[name] = json.loads(out.read_text())
     return results
@@ -112,21 +113,20 @@ def test_train_on_user_npz_with_mask(masked_npz_runs):
     assert res["true_mll"] is None and res["null_ll"] is None and res["gap_fraction"] is None
     assert (res["config"]["num_train"], res["config"]["num_test"]) == (6, 3)
     assert res["train_elbo"] > -100, "unobserved steps leaked into the training ELBO"
-    # the defaults for a user's data: one hidden layer of 64 in the encoder and decoder
-    mc = res["config"]["model_config"]
-    assert mc["encoder_hidden"] == [64] and mc["decoder_hidden"] == [64]
 
 
 def test_test_mask_leaves_unobserved_held_out_steps_unscored(masked_npz_runs):
     """With mask_test, held-out steps marked False are neither seen nor scored: NaN or huge
     values there give the same held-out ELBO, unlike the same zero-padded file without
-    mask_test."""
+    mask_test, and `none` widths give linear nets."""
     elbos = [masked_npz_runs[name]["test_elbo"] for name in ("nan", "1e6")]
     # the same zero-padded file without mask_test scores the padding as observed zeros
     unmasked = masked_npz_runs["unmasked"]["test_elbo"]
     assert np.isfinite(elbos[0]) and elbos[0] > -20, elbos
     np.testing.assert_allclose(elbos, elbos[0], rtol=1e-6)
     assert abs(unmasked - elbos[0]) > 0.05, (unmasked, elbos[0])
+    mc = masked_npz_runs["nan"]["config"]["model_config"]
+    assert mc["encoder_hidden"] == [] and mc["decoder_hidden"] == []
 
 
 def _bad_npz(tmp_path, **arrays):

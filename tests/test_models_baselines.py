@@ -115,24 +115,18 @@ def test_masked_steps_hidden_from_encoder(name):
 def test_log_q_is_density_of_sampler(name):
     """log q(x(ε)) = log N(ε; 0, I) − log|det ∂x/∂ε| for the sampler's map ε -> x."""
     T, S = 30, 2
-    model, _, params, y, mask = _setup(name, T=T)
+    model, apply, params, y, mask = _setup(name, T=T)
     eps = _noise(3, S, T)
 
-    @jax.jit
-    def jacobian_and_log_q(e):
-        """(∂x/∂ε over both samples' flattened paths, log q (S,)) in one program."""
-        def path(e):
-            x, _ = model.apply(params, y, mask, e.reshape(S, T, D), method="sample_and_log_prob")
-            return x.reshape(-1)
+    def path(e):
+        x, _ = apply(params, y, mask, e.reshape(S, T, D), method="sample_and_log_prob")
+        return x.reshape(-1)
 
-        return (jax.jacfwd(path)(e.reshape(-1)),
-                model.apply(params, y, mask, e, method="sample_and_log_prob")[1])
-
-    jac, log_q = jacobian_and_log_q(eps)
     # Samples are independent, so the joint log-density is the sum over both of them.
-    jac = np.asarray(jac, np.float64)
-    e = np.asarray(eps, np.float64).reshape(-1)
+    jac = np.asarray(jax.jacfwd(path)(eps.reshape(-1)), np.float64)
+    e = eps.astype(np.float64).reshape(-1)
     expected = -0.5 * (e @ e + e.size * np.log(2 * np.pi)) - np.linalg.slogdet(jac)[1]
+    _, log_q = apply(params, y, mask, eps, method="sample_and_log_prob")
     assert log_q.shape == (S,)
     np.testing.assert_allclose(float(np.sum(log_q)), expected, rtol=1e-5)
 
@@ -246,6 +240,7 @@ def test_elbo_improves_with_training(name):
                                                         num_samples=num_samples))(y, mask, keys)
         return jnp.mean(terms.elbo)
 
+    @jax.jit
     def train(params, key):
         def step(carry, k):
             params, state = carry
@@ -257,14 +252,9 @@ def test_elbo_improves_with_training(name):
                                       jax.random.split(key, 300))
         return params
 
-    @jax.jit
-    def elbo_before_and_after(params, key):
-        """Mean ELBO (64 samples) at params and after training: one program, the evaluation
-        vmapped over the two parameter sets so it is traced and compiled once."""
-        both = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, train(params, key))
-        return jax.vmap(lambda p: mean_elbo(p, jax.random.key(99), 64))(both)
-
-    before, after = (float(v) for v in elbo_before_and_after(params, jax.random.key(2)))
+    evaluate = jax.jit(lambda p: mean_elbo(p, jax.random.key(99), 64))
+    before = float(evaluate(params))
+    after = float(evaluate(train(params, jax.random.key(2))))
     assert np.isfinite(after)
     assert after > before + 0.5 * abs(before), (before, after)
 

@@ -500,12 +500,19 @@ def test_natural_gradient_is_fisher_inverse_times_gradient(family):
     """
     mod = MODULES[family]
     eta, prior, other = natural(family, 0), natural(family, 1), natural(family, 2)
-    stats = jax.tree_util.tree_map(lambda a: 0.7 * a, other)  # any data statistics, packed like η
-    elbo = lambda e: base.conjugate_elbo(mod.log_partition, e, prior, stats)
-    grad = jax.jit(lambda e: ravel_pytree(jax.grad(elbo)(e))[0])(eta)
+    # any data statistics, packed like η
+    stats = jax.tree_util.tree_map(lambda a: 0.7 * np.asarray(a), other)
+
+    @jax.jit
+    def gradient_and_target(eta):
+        """∇L(η) and the natural gradient η₀ + s − η, flattened."""
+        elbo = lambda e: base.conjugate_elbo(mod.log_partition, e, prior, stats)
+        return (ravel_pytree(jax.grad(elbo)(eta))[0],
+                ravel_pytree(base.natural_gradient(eta, prior, stats))[0])
+
+    grad, target = (np.asarray(a) for a in gradient_and_target(eta))
     fisher = flat_hessian(mod.log_partition, eta)
-    nat = np.linalg.pinv(fisher, rtol=1e-10) @ np.asarray(grad)
-    target = np.asarray(ravel_pytree(base.natural_gradient(eta, prior, stats))[0])
+    nat = np.linalg.pinv(fisher, rtol=1e-10) @ grad
     if family == "categorical":
         target = target - target.mean()
     else:
@@ -573,19 +580,24 @@ def test_mixture_with_observed_labels_one_step_is_exact():
     x = centres[labels] + rng.normal(size=(n, d))
     alpha0 = np.full(k, 0.05 / k + 1.0)  # natural parameter 0.05/K, as in the 2016 code
     niw0 = dict(m=np.zeros(d), kappa=0.5, S=(d + 0.5) * np.eye(d), nu=d + 0.5)
-    prior = (dirichlet.from_standard(alpha0),
-             jax.vmap(lambda _: niw.from_standard(**niw0))(jnp.arange(k)))
-    onehot = jax.nn.one_hot(labels, k)
-    stats = (dirichlet.likelihood_stats(labels, k),
-             jax.vmap(niw.likelihood_stats, (None, 1))(jnp.asarray(x), onehot))
-    components = [niw.from_standard(np.full(d, j), 1.0 + j, (2.0 + j) * np.eye(d), 5.0)
-                  for j in range(k)]
-    start = (dirichlet.from_standard(np.full(k, 7.0)),
-             jax.tree_util.tree_map(lambda *a: jnp.stack(a), *components))
-    post = base.natural_gradient_step(start, prior, stats, 1.0)
-    np.testing.assert_allclose(dirichlet.to_standard(post[0]), alpha0 + np.bincount(labels,
-                                                                                    minlength=k))
-    got = jax.vmap(niw.to_standard)(post[1])
+
+    @jax.jit
+    def step(labels, x):
+        """The standard parameters after one step of size 1 from arbitrary globals."""
+        prior = (dirichlet.from_standard(alpha0),
+                 jax.vmap(lambda _: niw.from_standard(**niw0))(jnp.arange(k)))
+        onehot = jax.nn.one_hot(labels, k)
+        stats = (dirichlet.likelihood_stats(labels, k),
+                 jax.vmap(niw.likelihood_stats, (None, 1))(x, onehot))
+        components = [niw.from_standard(np.full(d, j), 1.0 + j, (2.0 + j) * np.eye(d), 5.0)
+                      for j in range(k)]
+        start = (dirichlet.from_standard(np.full(k, 7.0)),
+                 jax.tree_util.tree_map(lambda *a: jnp.stack(a), *components))
+        post = base.natural_gradient_step(start, prior, stats, 1.0)
+        return dirichlet.to_standard(post[0]), jax.vmap(niw.to_standard)(post[1])
+
+    alpha, got = step(labels, x)
+    np.testing.assert_allclose(alpha, alpha0 + np.bincount(labels, minlength=k))
     for j in range(k):
         ref = murphy_niw_posterior(niw0["m"], niw0["kappa"], niw0["S"], niw0["nu"],
                                    x[labels == j])

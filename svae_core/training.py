@@ -292,6 +292,19 @@ class _Program:
             return default_optimizer(learning_rate, self.config)
         return self.task.optimizer(learning_rate, self.config, params)
 
+    def initial_state(self, key, learning_rate, data, params=None) -> RunState:
+        """One run's state from its key: the model's (or task's) initialisation unless
+        ``params`` are given, and the optimizer's state. Jitted once per program
+        (:func:`_init_program`): flax's initialisation outside jit would compile each of its
+        small operations separately, which costs more than the initialisation itself."""
+        k_init, k_apply, k_run = jax.random.split(key, 3)
+        if params is None and self.task is not None:
+            params = self.task.init(k_init, data)
+        elif params is None:
+            params = self.model.init(k_init, data[0], jnp.ones(data.shape[1], bool), k_apply)
+        return RunState(params, self.optimizer(learning_rate, params).init(params), k_run,
+                        learning_rate)
+
     def task_loss(self, params, data, step_key, step, mesh=None):
         k_batch, k_loss = jax.random.split(step_key)
         num_data = jax.tree.leaves(data)[0].shape[0]
@@ -369,6 +382,18 @@ def _chunk_program(program: _Program, mesh: Mesh | None = None):
         return program.compile(mesh)
 
 
+@functools.lru_cache(maxsize=32)
+def _cached_init(program: _Program):
+    return jax.jit(functools.partial(program.initial_state))
+
+
+def _init_program(program: _Program):
+    try:
+        return _cached_init(program)
+    except TypeError:  # a model or task that cannot be hashed: its own program
+        return jax.jit(functools.partial(program.initial_state))
+
+
 class Trainer:
     """Runs training for one model, one data set and a batch of runs.
 
@@ -442,21 +467,14 @@ class Trainer:
         pytree of rates its optimizer reads; None: ``config.learning_rate``. ``params``: the
         run's starting flax variables (e.g. pretrained ones) in place of the model's or
         task's initialisation; the seed still sets the run's random stream."""
-        key = jax.random.PRNGKey(seed)
-        k_init, k_apply, k_run = jax.random.split(key, 3)
         if self.task is not None:
-            if params is None:
-                params = self.task.init(k_init, self.y)
             rates = self.config.learning_rate if learning_rate is None else learning_rate
             dtype = jnp.result_type(float)
             lr = jax.tree.map(lambda v: jnp.asarray(v, dtype), rates)
-            return RunState(params, self._program.optimizer(lr, params).init(params), k_run, lr)
-        S, T, _ = self.y.shape
-        if params is None:
-            params = self.model.init(k_init, self.y[0], jnp.ones(T, bool), k_apply)
-        lr = jnp.asarray(self.config.learning_rate if learning_rate is None else learning_rate,
-                         jnp.float32)
-        return RunState(params, default_optimizer(lr, self.config).init(params), k_run, lr)
+        else:
+            lr = jnp.asarray(self.config.learning_rate if learning_rate is None
+                             else learning_rate, jnp.float32)
+        return _init_program(self._program)(jax.random.PRNGKey(seed), lr, self.y, params)
 
     def init_runs(self, seeds, learning_rates=None, params=None) -> RunState:
         """Stack the initial states of runs (seed_i, learning_rate_i) on a leading axis;

@@ -236,11 +236,20 @@ def test_trainers_of_equal_settings_share_one_compiled_chunk_and_train_on_their_
     assert training._chunk_program(again._program) is program
     assert training._chunk_program(other._program) is program
     assert training._chunk_program(masked._program) is not program
+    init = training._init_program(first._program)
+    assert training._init_program(other._program) is init
 
     h_first = first.fit(first.init_runs([0]), progress=False).history["elbo"]
     h_again = again.fit(again.init_runs([0], [base.learning_rate]), progress=False,
                         until=4).history["elbo"]
     h_other = other.fit(other.init_runs([0]), progress=False, until=2).history["elbo"]
     assert program._cache_size() == 1  # one compiled chunk served all three runs
+    assert init._cache_size() == 1  # and one compiled initialisation
+    # the compiled initialisation is flax's, from the keys init_state documents
+    k_init, k_apply, _ = jax.random.split(jax.random.PRNGKey(0), 3)
+    flax_init = jax.jit(lambda: model.init(k_init, y_a[0], np.ones(8, bool), k_apply))()
+    for got, ref in zip(jax.tree.leaves(first.init_state(0).params), jax.tree.leaves(flax_init),
+                        strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(h_again, h_first)  # same data, seed and rate: same run
     assert not np.allclose(h_other[0], h_first[0])  # its own data, not the first Trainer's

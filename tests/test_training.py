@@ -221,7 +221,8 @@ def test_bad_trainer_inputs():
 def test_trainers_of_equal_settings_share_one_compiled_chunk_and_train_on_their_own_data():
     """The chunk program takes the data as an argument: a second Trainer of an equal model and
     step settings (other data, step count, logging and rate) reuses the first's compiled
-    program, yet trains on its own data; a setting inside the step (masking) gets its own."""
+    program, yet trains on its own data; a setting inside the step (masking) gets its own. The
+    runs' initialisation is shared the same way and is flax's."""
     from svae_core import training
 
     rng = np.random.default_rng(3)

@@ -370,28 +370,29 @@ class _Program:
             out_shardings=(NamedSharding(mesh, P(RUNS_AXIS)), NamedSharding(mesh, P())))
 
 
-@functools.lru_cache(maxsize=32)
-def _cached_chunk(program: _Program, mesh: Mesh | None):
+@functools.lru_cache(maxsize=64)
+def _jitted(program: _Program, mesh: Mesh | None, init: bool):
+    """The program's jitted chunk over ``mesh`` or, with ``init``, its initialisation
+    (:meth:`_Program.initial_state`; the partial keeps jit from hashing the program)."""
+    if init:
+        return jax.jit(functools.partial(program.initial_state))
     return program.compile(mesh)
 
 
-def _chunk_program(program: _Program, mesh: Mesh | None = None):
+def _shared(program: _Program, mesh: Mesh | None = None, init: bool = False):
+    """:func:`_jitted`, one per equal program."""
     try:
-        return _cached_chunk(program, mesh)
+        return _jitted(program, mesh, init)
     except TypeError:  # a model or task that cannot be hashed: its own program
-        return program.compile(mesh)
+        return _jitted.__wrapped__(program, mesh, init)
 
 
-@functools.lru_cache(maxsize=32)
-def _cached_init(program: _Program):
-    return jax.jit(functools.partial(program.initial_state))
+def _chunk_program(program: _Program, mesh: Mesh | None = None):
+    return _shared(program, mesh)
 
 
 def _init_program(program: _Program):
-    try:
-        return _cached_init(program)
-    except TypeError:  # a model or task that cannot be hashed: its own program
-        return jax.jit(functools.partial(program.initial_state))
+    return _shared(program, init=True)
 
 
 class Trainer:
